@@ -1,0 +1,145 @@
+"""The ``cxr`` command line: demo-data, train, evaluate."""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+
+from cxr.config import ConfigError  # noqa: E402
+from cxr.errors import PipelineError  # noqa: E402
+
+app = typer.Typer(help="Chest X-ray COVID-19 classifier: train, gate, package, evaluate.")
+DEMO_DIR = Path("data/demo")
+
+
+def _fail(error: Exception, code: int) -> None:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="folder to write the synthetic dataset into")],
+    per_class: Annotated[int, typer.Option(help="images per class")] = 300,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Write SYNTHETIC chest-like phantoms in the release layout (not real X-rays)."""
+    from cxr.demo_data import SYNTHETIC_NOTICE, write_demo_dataset
+
+    root = write_demo_dataset(out, per_class=per_class, seed=seed)
+    typer.echo(f"{SYNTHETIC_NOTICE}\nwrote {2 * per_class} images to {root}")
+
+
+def _overrides(**options: Any) -> dict[str, Any]:
+    """CLI options -> dotted config overrides (unset options are left out)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@app.command()
+def train(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="dataset folder; default: synthetic demo data")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="built-in profile (default: paper, or demo without data)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    samples_per_class: Annotated[int | None, typer.Option()] = None,
+    image_size: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    models: Annotated[list[str] | None, typer.Option("--model", help="repeatable")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="ResNet50 weights: imagenet | FILE | none")
+    ] = None,
+    gate_threshold: Annotated[float | None, typer.Option()] = None,
+    runs_dir: Annotated[Path | None, typer.Option()] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="any setting, e.g. model.dropout=0.3")
+    ] = None,
+) -> None:
+    """Run the training flow: validate, train 3 models, evaluate, gate, package."""
+    if data_dir is None:
+        from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
+
+        if not (DEMO_DIR / DATASET_DIRNAME).is_dir():
+            write_demo_dataset(DEMO_DIR)
+        data_dir, profile = DEMO_DIR, profile or "demo"
+        typer.secho(f"no --data-dir: using SYNTHETIC demo data in {data_dir}", fg="yellow")
+    overrides = _overrides(
+        **{
+            "train.epochs": epochs,
+            "data.samples_per_class": samples_per_class,
+            "preprocess.image_size": image_size,
+            "preprocess.batch_size": batch_size,
+            "train.learning_rate": learning_rate,
+            "train.seed": seed,
+            "train.models": models,
+            "model.backbone_weights": weights,
+            "gate.threshold": gate_threshold,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+        }
+    )
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(ValueError(f"--set needs key=value, got {item!r}"), 2)
+        import yaml
+
+        overrides[key.strip()] = yaml.safe_load(value)
+
+    from flows.training import training_flow
+
+    try:
+        result = training_flow(
+            data_dir=str(data_dir),
+            profile=profile,
+            config_file=str(config) if config else None,
+            overrides=overrides,
+        )
+    except PipelineError as error:
+        _fail(error, error.exit_code)
+    except (ConfigError, FileNotFoundError) as error:
+        _fail(error, 2)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="BentoML model tag, e.g. cxr-classifier:latest")],
+    data_dir: Annotated[Path, typer.Option(help="dataset folder (release or plain layout)")],
+    samples_per_class: Annotated[int | None, typer.Option(help="default: all images")] = None,
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Evaluate a packaged model on any dataset and print the metrics as JSON."""
+    from cxr.evaluation import evaluate_packaged
+
+    try:
+        metrics = evaluate_packaged(model, data_dir, samples_per_class, seed)
+    except PipelineError as error:
+        _fail(error, error.exit_code)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

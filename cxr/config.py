@@ -1,0 +1,177 @@
+"""One typed configuration object for every setting of the pipeline.
+
+Defaults are the paper's settings. Layers, lowest to highest priority:
+built-in defaults < profile file (``cxr/profiles/<name>.yaml``) < user config file
+< environment (``CXR_<SECTION>__<FIELD>``) < explicit overrides (CLI options).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+ENV_PREFIX = "CXR_"
+ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """What the dataset must look like and how it is sampled."""
+
+    classes: list[str] = Field(default=["Normal", "COVID"], description="index = label")
+    samples_per_class: int | None = Field(default=500, description="None takes all")
+    expected_width: int = 299
+    expected_height: int = 299
+    allowed_modes: list[str] = ["L"]
+    balance_tolerance: float = Field(default=0.05, description="max |COVID share - 0.5|")
+    min_images_per_class: int = 20
+    min_readable_fraction: float = 0.98
+    min_std_intensity: float = Field(default=8.0, description="flat images are not X-rays")
+    max_duplicate_fraction: float = 0.0
+
+
+class PreprocessConfig(_Section):
+    """The paper's preprocessing: /255, resize, grayscale to 3 channels, 80/10/10."""
+
+    image_size: int = 224
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    batch_size: int = 32
+
+
+class ModelConfig(_Section):
+    """Architectures of the hybrid and the two baselines."""
+
+    backbone_weights: str = Field(
+        default="none", description="'imagenet', a path to a weights file, or 'none'"
+    )
+    sequence_mode: Literal["spatial", "pooled2x2"] = "spatial"
+    lstm_units: list[int] = [32, 16, 8]
+    dropout: float = 0.2
+    baseline_lstm_units: int = 64
+    bn_momentum: float | None = Field(
+        default=None, description="override ResNet50 batch-norm momentum (Keras: 0.99)"
+    )
+
+
+class TrainConfig(_Section):
+    """Optimisation settings shared by all three models."""
+
+    models: list[ModelName] = ["resnet50_lstm", "resnet50", "lstm"]
+    epochs: int = 15
+    learning_rate: float = 1e-3
+    seed: int = 42
+    checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    verbose: int = Field(default=2, description="Keras fit verbosity: 1 bar, 2 line/epoch")
+
+
+class GateConfig(_Section):
+    """Which model is shipped and what it must reach on the test split."""
+
+    model: ModelName = "resnet50_lstm"
+    metric: Literal["accuracy", "f1", "roc_auc"] = "accuracy"
+    threshold: float = 0.95
+    decision_threshold: float = Field(default=0.5, description="P(COVID) cut-off")
+
+
+class PackagingConfig(_Section):
+    """BentoML packaging of a model that passed the gate."""
+
+    model_name: str = "cxr-classifier"
+    build_bento: bool = True
+
+
+class Settings(_Section):
+    """Every setting of a run."""
+
+    profile: str = "paper"
+    runs_dir: Path = Path("runs")
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    packaging: PackagingConfig = PackagingConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration file, profile or override is invalid."""
+
+
+def available_profiles() -> list[str]:
+    """Names of the built-in profiles."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _nest(dotted: dict[str, Any], sep: str) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}} for separator '.'."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        parts = key.lower().split(sep)
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def environment_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from ``CXR_SECTION__FIELD=value`` variables (values parsed as YAML)."""
+    environ = dict(os.environ) if environ is None else environ
+    found = {
+        key[len(ENV_PREFIX) :]: yaml.safe_load(value)
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and "__" in key
+    }
+    return _nest(found, "__")
+
+
+def load_settings(
+    profile: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings from profile, file, environment and dotted overrides."""
+    values: dict[str, Any] = {}
+    profile = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "paper"
+    profile_file = PROFILES_DIR / f"{profile}.yaml"
+    if not profile_file.is_file():
+        raise ConfigError(f"unknown profile {profile!r}; choose from {available_profiles()}")
+    values = _deep_merge(values, _read_yaml(profile_file))
+    if config_file is not None:
+        values = _deep_merge(values, _read_yaml(Path(config_file)))
+    values = _deep_merge(values, environment_overrides(environ))
+    values = _deep_merge(values, _nest(overrides or {}, "."))
+    values["profile"] = profile
+    try:
+        return Settings.model_validate(values)
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error

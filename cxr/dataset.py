@@ -1,0 +1,60 @@
+"""Stratified 80/10/10 split and the in-memory arrays the models train on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from cxr.config import PreprocessConfig
+from cxr.preprocessing import preprocess_image
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Arrays:
+    """Model inputs and labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list[str]
+
+
+def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> pd.DataFrame:
+    """Readable images with a ``split`` column, stratified by label."""
+    usable = images.loc[images["readable"]].reset_index(drop=True)
+    held_out = config.val_fraction + config.test_fraction
+    train, rest = train_test_split(
+        usable, test_size=held_out, stratify=usable["label_index"], random_state=seed
+    )
+    val, test = train_test_split(
+        rest,
+        test_size=config.test_fraction / held_out,
+        stratify=rest["label_index"],
+        random_state=seed,
+    )
+    frames = dict(zip(SPLITS, (train, val, test), strict=True))
+    parts = [frame.assign(split=name) for name, frame in frames.items()]
+    return pd.concat(parts).sort_values(["split", "label", "path"]).reset_index(drop=True)
+
+
+def load_arrays(paths: list[str], labels: list[int], image_size: int) -> Arrays:
+    """Read and preprocess every image once into a float32 array (N, S, S, 3)."""
+    x = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
+    for i, path in enumerate(paths):
+        x[i] = preprocess_image(Path(path).read_bytes(), image_size)
+    return Arrays(x=x, y=np.asarray(labels, dtype=np.float32), paths=list(paths))
+
+
+def split_arrays(split: pd.DataFrame, image_size: int) -> dict[str, Arrays]:
+    """Arrays for train, val and test."""
+    return {
+        name: load_arrays(
+            part["path"].tolist(), part["label_index"].astype(int).tolist(), image_size
+        )
+        for name, part in ((s, split.loc[split["split"] == s]) for s in SPLITS)
+    }

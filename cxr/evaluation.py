@@ -1,0 +1,117 @@
+"""Test-set metrics with COVID as the positive class, as in the paper."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from cxr.dataset import load_arrays
+from cxr.errors import DataInputError
+
+PREDICT_BATCH = 32
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denom = 1 + z**2 / total
+    centre = (p + z**2 / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """P(COVID) for each image of a preprocessed batch."""
+    return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
+
+
+def compute_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, object]:
+    """Accuracy (with Wilson CI), precision, recall, F1, ROC AUC and the confusion matrix."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(prob) >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    correct = int(tp + tn)
+    low, high = wilson_interval(correct, len(y_true))
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": [low, high],
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y_true, prob)) if both_classes else None,
+        "threshold": threshold,
+        "confusion": {"tp": int(tp), "fn": int(fn), "fp": int(fp), "tn": int(tn)},
+    }
+
+
+def evaluate_model(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, threshold: float
+) -> dict[str, object]:
+    """Metrics of a model on preprocessed arrays."""
+    return compute_metrics(y, predict_probabilities(model, x), threshold)
+
+
+def evaluate_files(
+    model: keras.Model, paths: list[Path], labels: list[int], image_size: int, threshold: float
+) -> dict[str, object]:
+    """Metrics of a model on image files (used by ``cxr evaluate``)."""
+    arrays = load_arrays([str(p) for p in paths], labels, image_size)
+    return evaluate_model(model, arrays.x, arrays.y, threshold)
+
+
+def summarize_model(
+    history: dict[str, list[float]], best_epoch: int, seconds: float, test: dict[str, object]
+) -> dict[str, object]:
+    """One model's entry in ``metrics.json``: best epoch, its numbers, test metrics."""
+    return {
+        "best_epoch": best_epoch + 1,
+        "best_epoch_metrics": {key: values[best_epoch] for key, values in history.items()},
+        "train_seconds": round(seconds, 1),
+        "test": test,
+        "history": history,
+    }
+
+
+def evaluate_packaged(
+    tag: str, data_dir: Path, samples_per_class: int | None, seed: int
+) -> dict[str, object]:
+    """Metrics of a packaged model on any dataset folder; unreadable files are listed."""
+    from cxr.config import DataConfig
+    from cxr.ingestion import IngestionError, ingest, unreadable
+    from cxr.model_store import load_model
+
+    packaged = load_model(tag)
+    config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
+    try:
+        images = ingest(data_dir, config, seed)
+    except IngestionError as error:
+        raise DataInputError(str(error)) from error
+    usable = images.loc[images["readable"]]
+    metrics = evaluate_files(
+        packaged.model,
+        [Path(p) for p in usable["path"]],
+        usable["label_index"].astype(int).tolist(),
+        packaged.image_size,
+        packaged.decision_threshold,
+    )
+    return {
+        "model": packaged.tag,
+        "data_dir": str(Path(data_dir).resolve()),
+        **metrics,
+        "unreadable": unreadable(images).to_dict("records"),
+    }

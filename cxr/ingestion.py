@@ -1,0 +1,98 @@
+"""Ingestion: find the images of each class, sample N per class, describe each file.
+
+Layouts read:
+- the release: ``<root>/<Class>/images/*.png`` (``masks/`` and metadata files ignored);
+- a plain one: ``<root>/<Class>/*.png|jpg|jpeg``.
+``<root>`` may also be the folder that holds ``COVID-19_Radiography_Dataset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr.config import DataConfig
+from cxr.demo_data import DATASET_DIRNAME
+from cxr.preprocessing import ImageDecodeError, decode_grayscale
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+COLUMNS = [
+    "path", "label", "label_index", "width", "height", "mode", "bytes", "sha256",
+    "readable", "error", "mean_intensity", "std_intensity",
+]  # fmt: skip
+
+
+class IngestionError(ValueError):
+    """The data folder cannot be read as a dataset."""
+
+
+def resolve_dataset_root(data_dir: Path) -> Path:
+    """Accept the dataset folder itself or the folder that contains it."""
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise IngestionError(f"data folder not found: {data_dir}")
+    nested = data_dir / DATASET_DIRNAME
+    return nested if nested.is_dir() else data_dir
+
+
+def list_class_images(root: Path, label: str) -> list[Path]:
+    """All image files of one class, sorted, in either layout."""
+    class_dir = root / label
+    if not class_dir.is_dir():
+        raise IngestionError(f"class folder {label!r} not found in {root}")
+    folder = class_dir / "images" if (class_dir / "images").is_dir() else class_dir
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def describe_image(path: Path) -> dict[str, object]:
+    """Size, mode, hash and intensity statistics of one file; never raises on bad bytes."""
+    data = path.read_bytes()
+    row: dict[str, object] = {
+        "path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "width": None, "height": None, "mode": None, "readable": False, "error": "",
+        "mean_intensity": float("nan"), "std_intensity": float("nan"),
+    }  # fmt: skip
+    try:
+        gray, mode = decode_grayscale(data)
+    except ImageDecodeError as error:
+        row["error"] = str(error)
+        return row
+    row.update(
+        height=int(gray.shape[0]), width=int(gray.shape[1]), mode=mode, readable=True,
+        mean_intensity=float(gray.mean()), std_intensity=float(gray.std()),
+    )  # fmt: skip
+    return row
+
+
+def sample_paths(paths: list[Path], n: int | None, seed: int) -> list[Path]:
+    """Seeded sample of n paths (all of them when n is None or larger than the list)."""
+    if n is None or n >= len(paths):
+        return list(paths)
+    chosen = np.random.default_rng(seed).choice(len(paths), size=n, replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def ingest(data_dir: Path, config: DataConfig, seed: int) -> pd.DataFrame:
+    """One row per sampled image: path, label, label_index, size, mode, bytes, sha256, ..."""
+    root = resolve_dataset_root(data_dir)
+    rows = []
+    for index, label in enumerate(config.classes):
+        for path in sample_paths(list_class_images(root, label), config.samples_per_class, seed):
+            rows.append({**describe_image(path), "label": label, "label_index": index})
+    if not rows:
+        raise IngestionError(f"no images found under {root}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def unreadable(images: pd.DataFrame) -> pd.DataFrame:
+    """The rows that could not be decoded, with their error."""
+    return images.loc[~images["readable"], ["path", "label", "error"]]
+
+
+def fingerprint(images: pd.DataFrame) -> str:
+    """sha256 over the sorted (file sha256, label) pairs: identifies the exact dataset."""
+    pairs = sorted(zip(images["sha256"], images["label"], strict=True))
+    return hashlib.sha256("\n".join(f"{s} {label}" for s, label in pairs).encode()).hexdigest()

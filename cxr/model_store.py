@@ -1,0 +1,72 @@
+"""Packaged models in the BentoML model store: save, load, evaluate.
+
+Imported by the service, so it depends on config and preprocessing only (no Prefect,
+no training code).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import keras
+
+from cxr.errors import DataInputError
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "serving.json"
+
+
+@dataclass
+class PackagedModel:
+    """A model loaded from the store with what is needed to serve it."""
+
+    tag: str
+    model: keras.Model
+    image_size: int
+    decision_threshold: float
+    classes: list[str]
+    metadata: dict[str, Any]
+
+
+def _storable(value: Any) -> Any:
+    """BentoML metadata takes basic types only: drop None entries, stringify paths."""
+    if isinstance(value, dict):
+        return {str(k): _storable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value if v is not None]
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def save_model(
+    name: str, checkpoint: Path, serving: dict[str, Any], metadata: dict[str, Any]
+) -> str:
+    """Copy a ``.keras`` checkpoint into the store with its serving info; return the tag."""
+    labels = {"model": str(serving["architecture"]), "run_id": str(metadata.get("run_id", ""))}
+    with bentoml.models.create(name, metadata=_storable(metadata), labels=labels) as stored:
+        shutil.copyfile(checkpoint, stored.path_of(MODEL_FILE))
+        Path(stored.path_of(INFO_FILE)).write_text(json.dumps(serving, indent=2))
+    return str(stored.tag)
+
+
+def load_model(tag: str) -> PackagedModel:
+    """Load a packaged model by tag (``name:version`` or ``name:latest``)."""
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as error:
+        raise DataInputError(f"model {tag!r} not found in the BentoML store") from error
+    serving = json.loads(Path(stored.path_of(INFO_FILE)).read_text())
+    return PackagedModel(
+        tag=str(stored.tag),
+        model=keras.saving.load_model(stored.path_of(MODEL_FILE)),
+        image_size=int(serving["image_size"]),
+        decision_threshold=float(serving["decision_threshold"]),
+        classes=list(serving["classes"]),
+        metadata=dict(stored.info.metadata),
+    )

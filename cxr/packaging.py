@@ -1,0 +1,71 @@
+"""Packaging of a model that passed the gate: BentoML model store, then a bento."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from cxr.config import Settings
+from cxr.model_store import save_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENTOFILE = REPO_ROOT / "bentofile.yaml"
+MODEL_TAG_ENV = "CXR_MODEL_TAG"
+
+
+def serving_info(settings: Settings) -> dict[str, Any]:
+    """What the service needs to reproduce training's preprocessing and decision."""
+    return {
+        "architecture": settings.gate.model,
+        "image_size": settings.preprocess.image_size,
+        "decision_threshold": settings.gate.decision_threshold,
+        "classes": list(settings.data.classes),
+        "preprocessing": "cxr.preprocessing.preprocess_image: /255, resize, gray->3 channels",
+    }
+
+
+def model_metadata(
+    results: dict[str, dict], run_info: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """Metrics of every model, the config, the dataset fingerprint, run id, git commit."""
+    gated = results[settings.gate.model]
+    return {
+        **{k: v for k, v in run_info.items() if k != "devices"},
+        "backend": run_info.get("devices", {}).get("backend"),
+        "test_metrics": {k: v for k, v in gated["test"].items() if k != "confusion"},
+        "confusion": gated["test"]["confusion"],
+        "best_epoch": gated["best_epoch"],
+        "all_models_test_accuracy": {name: r["test"]["accuracy"] for name, r in results.items()},
+        "config": settings.model_dump(mode="json"),
+    }
+
+
+def build_bento(model_tag: str) -> str:
+    """Build the bento from ``bentofile.yaml`` pinned to ``model_tag``; return its tag."""
+    previous = os.environ.get(MODEL_TAG_ENV)
+    os.environ[MODEL_TAG_ENV] = model_tag
+    try:
+        bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT))
+    finally:
+        if previous is None:
+            os.environ.pop(MODEL_TAG_ENV, None)
+        else:
+            os.environ[MODEL_TAG_ENV] = previous
+    return str(bento.tag)
+
+
+def package(
+    checkpoint: Path, results: dict[str, dict], run_info: dict[str, Any], settings: Settings
+) -> dict[str, str | None]:
+    """Save the gated model to the store (and build the bento when configured)."""
+    tag = save_model(
+        settings.packaging.model_name,
+        checkpoint,
+        serving_info(settings),
+        model_metadata(results, run_info, settings),
+    )
+    bento = build_bento(tag) if settings.packaging.build_bento else None
+    return {"model_tag": tag, "bento_tag": bento}

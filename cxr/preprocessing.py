@@ -1,0 +1,75 @@
+"""The one preprocessing path, shared by training, evaluation and the service.
+
+Paper: decode -> divide by 255 -> resize to 224x224 -> grayscale to 3 channels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Refuse absurd declared sizes before decoding (decompression bombs); a 299x299
+# radiograph is 89k pixels, a full-resolution DICOM export rarely exceeds 40M.
+MAX_IMAGE_PIXELS = 50_000_000
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a readable image."""
+
+
+def _to_gray_array(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> 8-bit grayscale array (H, W)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 or image.mode != "I" else 255.0
+        return np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def decode_grayscale(data: bytes) -> tuple[np.ndarray, str]:
+    """Decode PNG/JPEG bytes to an 8-bit grayscale array and the original PIL mode."""
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageDecodeError(
+                        f"image of {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS} pixels"
+                    )
+                image.load()
+                return _to_gray_array(image), image.mode
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(f"not a readable image: {error}") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(f"decompression bomb refused: {error}") from error
+
+
+def preprocess_image(data: bytes, image_size: int) -> np.ndarray:
+    """Image bytes -> float32 model input (image_size, image_size, 3) in [0, 1].
+
+    This is the only preprocessing function: training, ``cxr evaluate`` and the
+    BentoML service all call it, so a served prediction equals an evaluated one.
+    """
+    gray, _ = decode_grayscale(data)
+    scaled = gray.astype(np.float32) / 255.0
+    resized = Image.fromarray(scaled).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    single = np.asarray(resized, dtype=np.float32)
+    return np.repeat(single[:, :, None], 3, axis=2)

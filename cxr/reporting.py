@@ -1,0 +1,99 @@
+"""Figures and tables of a run: training curves, confusion matrices, paper comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
+
+
+def plot_training_curves(name: str, history: dict[str, list[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, train vs validation (the paper's Figures 3-5)."""
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(epochs, history[metric], marker="o", label="train")
+        ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{DISPLAY_NAMES.get(name, name)}: {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(name: str, confusion: dict[str, int], path: Path) -> Path:
+    """Confusion matrix laid out as in the paper (rows: actual COVID, Normal)."""
+    cells = [[confusion["tp"], confusion["fn"]], [confusion["fp"], confusion["tn"]]]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(cells, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(cells[i][j]), ha="center", va="center", fontsize=14)
+    ax.set_xticks([0, 1], ["COVID", "Normal"])
+    ax.set_yticks([0, 1], ["COVID", "Normal"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(DISPLAY_NAMES.get(name, name))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _f(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def comparison_markdown(results: dict[str, dict[str, object]], synthetic: bool) -> str:
+    """The paper's Tables 2 and 6 beside this run's numbers."""
+    lines = ["# This run beside the paper", ""]
+    if synthetic:
+        lines += ["> **SYNTHETIC demo data**: these numbers mean nothing clinically.", ""]
+    lines += [
+        "## Table 2: best epoch, train and validation",
+        "",
+        "| model | source | train loss | train acc | val loss | val acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        best = result["best_epoch_metrics"]
+        paper = TABLE2[name]
+        label = DISPLAY_NAMES[name]
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+        lines.append(f"| {label} | paper | " + " | ".join(_f(paper[k]) for k in keys) + " |")
+        lines.append(f"| {label} | this run | " + " | ".join(_f(best[k]) for k in keys) + " |")
+    lines += [
+        "",
+        "## Table 6 (and 3-5): test set, COVID positive",
+        "",
+        "| model | source | n | accuracy (95% CI) | precision | recall | F1 | ROC AUC "
+        "| TP FN / FP TN |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        paper, test = TABLE6[name], result["test"]
+        label = DISPLAY_NAMES[name]
+        pc, tc = paper["confusion"], test["confusion"]
+        lines.append(
+            f"| {label} | paper | 100 | {paper['accuracy']:.2f} | {paper['precision']:.2f} "
+            f"| {paper['recall']:.2f} | {paper['f1']:.2f} | - "
+            f"| {pc['tp']} {pc['fn']} / {pc['fp']} {pc['tn']} |"
+        )
+        low, high = test["accuracy_ci95"]
+        auc = test["roc_auc"]
+        lines.append(
+            f"| {label} | this run | {test['n']} | {test['accuracy']:.4f} ({low:.3f}-{high:.3f}) "
+            f"| {test['precision']:.4f} | {test['recall']:.4f} | {test['f1']:.4f} "
+            f"| {_f(auc) if auc is not None else '-'} "
+            f"| {tc['tp']} {tc['fn']} / {tc['fp']} {tc['tn']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""The run folder: every artifact of one run lives in ``<runs_dir>/<run-id>/``."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def new_run_id() -> str:
+    """Sortable, unique id: UTC time plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's id and folder."""
+
+    run_id: str
+    dir: Path
+
+    @classmethod
+    def create(cls, runs_dir: Path, run_id: str | None = None) -> Run:
+        run_id = run_id or new_run_id()
+        folder = Path(runs_dir) / run_id
+        folder.mkdir(parents=True, exist_ok=False)
+        return cls(run_id=run_id, dir=folder)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run folder (parent folders are created)."""
+        target = self.dir.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_json(self, name: str, data: Any) -> Path:
+        target = self.path(name)
+        target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        return target
+
+    def update_json(self, name: str, **fields: Any) -> Path:
+        """Add or replace top-level fields of a JSON file in the run folder."""
+        target = self.path(name)
+        data = json.loads(target.read_text()) if target.exists() else {}
+        data.update(fields)
+        return self.write_json(name, data)
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path(name)
+        target.write_text(text)
+        return target
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit

@@ -1,0 +1,92 @@
+"""Training of one model with the paper's settings, keeping the best-validation checkpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from cxr.config import ModelName, Settings
+from cxr.dataset import Arrays
+from cxr.models import build_model
+
+
+@dataclass
+class TrainedModel:
+    """A trained model restored to its best-validation epoch."""
+
+    name: ModelName
+    model: keras.Model
+    checkpoint: Path
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+
+
+def compute_devices() -> dict[str, object]:
+    """Which Keras backend runs and whether it sees an accelerator."""
+    backend = keras.backend.backend()
+    devices: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_logical_devices()]
+    elif backend == "jax":
+        import jax
+
+        devices = [str(d) for d in jax.devices()]
+    elif backend == "torch":
+        import torch
+
+        devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+    gpu = any("gpu" in d.lower() or "cuda" in d.lower() for d in devices)
+    return {"backend": backend, "devices": devices, "gpu": gpu}
+
+
+def best_epoch_index(history: dict[str, list[float]], monitor: str) -> int:
+    """Index of the epoch the checkpoint callback kept (first best value)."""
+    values = history[monitor]
+    best = max(values) if monitor.endswith("accuracy") else min(values)
+    return values.index(best)
+
+
+def train_model(
+    name: ModelName, train: Arrays, val: Arrays, settings: Settings, out_dir: Path
+) -> TrainedModel:
+    """Fit one model, save the best-validation checkpoint and restore it."""
+    cfg = settings.train
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(name, settings.preprocess.image_size, settings.model, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f"{name}.keras"
+    mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            checkpoint, monitor=cfg.checkpoint_monitor, mode=mode, save_best_only=True
+        ),
+        keras.callbacks.CSVLogger(str(out_dir / f"{name}_history.csv")),
+    ]
+    started = time.perf_counter()
+    fit = model.fit(
+        train.x,
+        train.y,
+        validation_data=(val.x, val.y),
+        epochs=cfg.epochs,
+        batch_size=settings.preprocess.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=cfg.verbose,
+    )
+    seconds = time.perf_counter() - started
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    best = keras.saving.load_model(checkpoint)
+    return TrainedModel(
+        name=name,
+        model=best,
+        checkpoint=checkpoint,
+        history=history,
+        best_epoch=best_epoch_index(history, cfg.checkpoint_monitor),
+        seconds=seconds,
+    )

@@ -1,0 +1,1 @@
+"""Prefect flows: training (this issue), monitoring (later)."""

@@ -1,0 +1,61 @@
+"""The training flow: ingestion -> validation -> preprocessing -> training ->
+evaluation -> gate -> packaging. This file only wires the stages together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from cxr.config import Settings, load_settings
+from cxr.demo_data import is_synthetic
+from cxr.ingestion import fingerprint, resolve_dataset_root
+from cxr.runs import Run, git_commit
+from cxr.training import compute_devices
+from tasks.evaluate import evaluate
+from tasks.gate import gate
+from tasks.ingest import ingest_images
+from tasks.package import package_model
+from tasks.preprocess import preprocess_images
+from tasks.report import report
+from tasks.train import train
+from tasks.validate import validate
+
+
+@flow(name="cxr-training", log_prints=True)
+def training_flow(
+    data_dir: str,
+    profile: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate, gate and package the chest X-ray classifiers on ``data_dir``."""
+    settings: Settings = load_settings(
+        profile, Path(config_file) if config_file else None, overrides
+    )
+    run = Run.create(settings.runs_dir, run_id)
+    run.write_json("config.json", settings.model_dump(mode="json"))
+    print(f"run {run.run_id}: artifacts in {run.dir}")
+
+    images = ingest_images(Path(data_dir), settings, run)
+    validate(images, settings, run)
+    arrays = preprocess_images(images, settings, run)
+    trained = {name: train(name, arrays, settings, run) for name in settings.train.models}
+    results = {
+        name: evaluate(model, arrays["test"], settings, run) for name, model in trained.items()
+    }
+    run_info = {
+        "run_id": run.run_id,
+        "profile": settings.profile,
+        "data_dir": str(Path(data_dir).resolve()),
+        "synthetic": is_synthetic(resolve_dataset_root(Path(data_dir))),
+        "dataset_fingerprint": fingerprint(images),
+        "git_commit": git_commit(),
+        "devices": compute_devices(),
+    }
+    report(results, run_info, run)
+    gate(results, settings, run)
+    tags = package_model(trained[settings.gate.model], results, run_info, settings, run)
+    return {"run_id": run.run_id, "run_dir": str(run.dir), **tags}

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: each calls plain functions from ``cxr`` and publishes artifacts."""

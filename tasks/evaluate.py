@@ -1,0 +1,28 @@
+"""Evaluation task: test-set metrics and confusion matrix of one trained model."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cxr.config import Settings
+from cxr.dataset import Arrays
+from cxr.evaluation import evaluate_model, summarize_model
+from cxr.reporting import plot_confusion
+from cxr.runs import Run
+from cxr.training import TrainedModel
+from tasks.artifacts import publish_image
+
+
+@task(name="evaluate", task_run_name="evaluate-{trained.name}", cache_policy=NO_CACHE)
+def evaluate(trained: TrainedModel, test: Arrays, settings: Settings, run: Run) -> dict:
+    """Metrics on the held-out test split (COVID positive)."""
+    metrics = evaluate_model(trained.model, test.x, test.y, settings.gate.decision_threshold)
+    name = trained.name
+    png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
+    publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
+    get_run_logger().info(
+        "%s test: accuracy %.4f (95%% CI %.3f-%.3f), F1 %.4f",
+        name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
+    )  # fmt: skip
+    return summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)

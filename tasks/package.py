@@ -1,0 +1,28 @@
+"""Packaging task: runs only after the gate passed."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cxr.config import Settings
+from cxr.packaging import package
+from cxr.runs import Run
+from cxr.training import TrainedModel
+from tasks.artifacts import publish_markdown
+
+
+@task(name="package", cache_policy=NO_CACHE)
+def package_model(
+    trained: TrainedModel, results: dict[str, dict], run_info: dict, settings: Settings, run: Run
+) -> dict[str, str | None]:
+    """Save the gated model to the BentoML store and build the bento; print the tags."""
+    tags = package(trained.checkpoint, results, run_info, settings)
+    run.update_json("metrics.json", package=tags)
+    publish_markdown(
+        "package",
+        f"- model: `{tags['model_tag']}`\n- bento: `{tags['bento_tag']}`\n",
+        f"run {run.run_id}: packaged model",
+    )
+    get_run_logger().info("packaged model %s, bento %s", tags["model_tag"], tags["bento_tag"])
+    return tags

@@ -1,0 +1,25 @@
+"""Preprocessing task: stratified split (saved with the run) and model input arrays."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cxr.config import Settings
+from cxr.dataset import Arrays, split_arrays, split_dataset
+from cxr.runs import Run
+from tasks.artifacts import publish_table
+
+
+@task(name="preprocess", cache_policy=NO_CACHE)
+def preprocess_images(images: pd.DataFrame, settings: Settings, run: Run) -> dict[str, Arrays]:
+    """Split 80/10/10 by seed, save ``split.csv``, and preprocess every image once."""
+    split = split_dataset(images, settings.preprocess, settings.train.seed)
+    split[["path", "label", "label_index", "sha256", "split"]].to_csv(
+        run.path("split.csv"), index=False
+    )
+    counts = split.groupby(["split", "label"]).size().reset_index(name="images")
+    publish_table("split", counts.to_dict("records"), f"run {run.run_id}: split sizes")
+    get_run_logger().info("split sizes:\n%s", counts.to_string(index=False))
+    return split_arrays(split, settings.preprocess.image_size)

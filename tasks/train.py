@@ -1,0 +1,25 @@
+"""Training task: one per model, so the Prefect UI shows each model's run."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cxr.config import ModelName, Settings
+from cxr.dataset import Arrays
+from cxr.reporting import plot_training_curves
+from cxr.runs import Run
+from cxr.training import TrainedModel, compute_devices, train_model
+from tasks.artifacts import publish_image
+
+
+@task(name="train", task_run_name="train-{name}", cache_policy=NO_CACHE)
+def train(name: ModelName, arrays: dict[str, Arrays], settings: Settings, run: Run) -> TrainedModel:
+    """Fit one model with the paper's settings and keep its best-validation checkpoint."""
+    logger = get_run_logger()
+    logger.info("training %s on %s", name, compute_devices())
+    trained = train_model(name, arrays["train"], arrays["val"], settings, run.path("models"))
+    curves = plot_training_curves(name, trained.history, run.path("plots", f"{name}_curves.png"))
+    publish_image(f"{name}-training-curves", curves, f"run {run.run_id}: {name} loss/accuracy")
+    logger.info("%s: best epoch %d in %.0f s", name, trained.best_epoch + 1, trained.seconds)
+    return trained
