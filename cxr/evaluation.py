@@ -17,7 +17,6 @@ from sklearn.metrics import (
 )
 
 from cxr.dataset import load_arrays
-from cxr.errors import DataInputError
 
 PREDICT_BATCH = 32
 
@@ -92,15 +91,12 @@ def evaluate_packaged(
 ) -> dict[str, object]:
     """Metrics of a packaged model on any dataset folder; unreadable files are listed."""
     from cxr.config import DataConfig
-    from cxr.ingestion import IngestionError, ingest, unreadable
+    from cxr.ingestion import ingest, unreadable
     from cxr.model_store import load_model
 
     packaged = load_model(tag)
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
-    try:
-        images = ingest(data_dir, config, seed)
-    except IngestionError as error:
-        raise DataInputError(str(error)) from error
+    images = ingest(data_dir, config, seed)
     usable = images.loc[images["readable"]]
     metrics = evaluate_files(
         packaged.model,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cxr.config import DataConfig
 from cxr.demo_data import DATASET_DIRNAME
+from cxr.errors import DataInputError
 from cxr.preprocessing import ImageDecodeError, decode_grayscale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -25,7 +26,7 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class IngestionError(ValueError):
+class IngestionError(DataInputError):
     """The data folder cannot be read as a dataset."""
 
 

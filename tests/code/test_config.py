@@ -1,0 +1,57 @@
+"""Configuration layering: defaults < profile < file < environment < overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxr.config import ConfigError, available_profiles, environment_overrides, load_settings
+
+
+def test_defaults_are_the_papers_settings() -> None:
+    s = load_settings("paper", environ={})
+    assert s.data.samples_per_class == 500
+    assert s.preprocess.image_size == 224
+    assert (s.preprocess.val_fraction, s.preprocess.test_fraction) == (0.1, 0.1)
+    assert s.preprocess.batch_size == 32
+    assert (s.train.epochs, s.train.learning_rate) == (15, 1e-3)
+    assert s.model.lstm_units == [32, 16, 8]
+    assert s.gate.threshold == 0.95 and s.gate.model == "resnet50_lstm"
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  epochs: 7\n  seed: 1\npreprocess:\n  image_size: 96\n")
+    environ = {"CXR_TRAIN__EPOCHS": "9", "CXR_GATE__THRESHOLD": "0.9"}
+    s = load_settings("demo", file, {"train.seed": 5}, environ=environ)
+    assert s.profile == "demo"
+    assert s.model.bn_momentum == 0.9  # from the demo profile
+    assert s.preprocess.image_size == 96  # file beats profile
+    assert s.train.epochs == 9  # environment beats file
+    assert s.train.seed == 5  # override beats file
+    assert s.gate.threshold == 0.9
+
+
+def test_environment_values_are_parsed() -> None:
+    found = environment_overrides({"CXR_TRAIN__MODELS": "[lstm]", "CXR_OTHER": "x", "HOME": "/"})
+    assert found == {"train": {"models": ["lstm"]}}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"profile": "nope"}, "unknown profile"),
+        ({"overrides": {"train.epochs": "many"}}, "invalid configuration"),
+        ({"overrides": {"train.unknown_key": 1}}, "invalid configuration"),
+        ({"overrides": {"gate.model": "vgg16"}}, "invalid configuration"),
+        ({"config_file": Path("/no/such/file.yaml")}, "not found"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={}, **kwargs)
+
+
+def test_profiles_are_listed() -> None:
+    assert {"paper", "demo"} <= set(available_profiles())

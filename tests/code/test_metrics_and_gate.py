@@ -1,0 +1,50 @@
+"""Metrics (COVID positive), the Wilson interval, the gate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cxr.config import GateConfig
+from cxr.errors import GateRejectedError
+from cxr.evaluation import compute_metrics, wilson_interval
+from cxr.gate import decide, enforce
+
+
+def test_paper_resnet50_lstm_confusion_gives_paper_metrics() -> None:
+    # Table 5: TP 47 FN 3 / FP 2 TN 48 -> accuracy 0.95, precision 0.96, recall 0.94, F1 0.95.
+    y = np.array([1] * 50 + [0] * 50)
+    prob = np.array([0.9] * 47 + [0.1] * 3 + [0.9] * 2 + [0.1] * 48)
+    m = compute_metrics(y, prob, threshold=0.5)
+    assert m["confusion"] == {"tp": 47, "fn": 3, "fp": 2, "tn": 48}
+    assert m["accuracy"] == pytest.approx(0.95)
+    assert round(m["precision"], 2) == 0.96 and round(m["recall"], 2) == 0.94
+    assert round(m["f1"], 2) == 0.95
+
+
+def test_wilson_interval_matches_reference() -> None:
+    low, high = wilson_interval(95, 100)
+    assert (round(low, 3), round(high, 3)) == (0.888, 0.978)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_auc_is_none_with_one_class() -> None:
+    assert compute_metrics(np.ones(4), np.full(4, 0.7), 0.5)["roc_auc"] is None
+
+
+@pytest.mark.parametrize(("accuracy", "passed"), [(0.95, True), (0.97, True), (0.9499, False)])
+def test_gate_threshold_is_inclusive(accuracy: float, passed: bool) -> None:
+    decision = decide({"accuracy": accuracy}, GateConfig(threshold=0.95))
+    assert decision.passed is passed
+    if passed:
+        enforce(decision)
+    else:
+        with pytest.raises(GateRejectedError, match="REJECTED.*0.9499"):
+            enforce(decision)
+
+
+def test_missing_metric_never_passes() -> None:
+    decision = decide({"roc_auc": None}, GateConfig(metric="roc_auc", threshold=0.0))
+    assert math.isnan(decision.value) and not decision.passed

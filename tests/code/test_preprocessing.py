@@ -1,0 +1,62 @@
+"""The one preprocessing function: any real export mode in, the paper's tensor out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.preprocessing import ImageDecodeError, decode_grayscale, preprocess_image
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def gray() -> np.ndarray:
+    return np.tile(np.arange(0, 256, dtype=np.uint8), (64, 1))[:, :64].repeat(4, axis=1)
+
+
+def test_output_is_paper_tensor(gray: np.ndarray) -> None:
+    x = preprocess_image(_png(Image.fromarray(gray)), 224)
+    assert x.shape == (224, 224, 3) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2])
+
+
+def test_modes_agree(gray: np.ndarray) -> None:
+    base = preprocess_image(_png(Image.fromarray(gray)), 64)
+    rgb = Image.fromarray(np.stack([gray] * 3, axis=2))
+    sixteen = Image.fromarray(gray.astype(np.uint16) * 257)
+    for variant in (
+        rgb,
+        rgb.convert("RGBA"),
+        rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256),
+        sixteen,
+    ):
+        assert np.abs(preprocess_image(_png(variant), 64) - base).max() < 0.02, variant.mode
+    jpeg = preprocess_image(_png(Image.fromarray(gray), "JPEG"), 64)
+    assert np.abs(jpeg - base).mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image", _png(Image.new("L", (50, 50)))[:60]],
+    ids=["empty", "text", "truncated"],
+)
+def test_bad_bytes_raise_decode_error(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        decode_grayscale(data)
+
+
+def test_decompression_bomb_is_refused() -> None:
+    header = _png(Image.new("L", (8, 8)))
+    # Rewrite the IHDR width/height to 100000 x 100000 (CRC is not checked by Pillow's open).
+    bomb = header[:16] + (100_000).to_bytes(4, "big") * 2 + header[24:]
+    with pytest.raises(ImageDecodeError):
+        decode_grayscale(bomb)

@@ -1,0 +1,74 @@
+"""Shared fixtures. Stores (BentoML, Prefect) live in a temporary folder per session, and
+real images come from ``../shared/data`` (linked into temporary datasets, never copied
+into the repository)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
+os.environ["BENTOML_HOME"] = str(_HOME / "bentoml")
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+for _key in [k for k in os.environ if k.startswith("CXR_")]:
+    del os.environ[_key]
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
+RELEASE = SHARED_DATA / "COVID-19_Radiography_Dataset"
+TUBERCULOSIS = SHARED_DATA / "TB_Chest_Radiography_Database" / "Tuberculosis"
+
+
+def real_images(label: str, n: int, offset: int = 0) -> list[Path]:
+    """n real images of one class from the shared sample, in a fixed order."""
+    if not RELEASE.is_dir():
+        pytest.skip(f"real data not found at {RELEASE} (it exists in this project's CI)")
+    paths = sorted((RELEASE / label / "images").glob("*.png"))
+    return paths[offset : offset + n]
+
+
+def link_dataset(root: Path, per_class: dict[str, list[Path]]) -> Path:
+    """A release-layout dataset under ``root`` made of symlinks to real images."""
+    for label, paths in per_class.items():
+        folder = root / "COVID-19_Radiography_Dataset" / label / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            (folder / path.name).symlink_to(path)
+    return root / "COVID-19_Radiography_Dataset"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """One temporary Prefect API for the whole session; returns its URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+def run_cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``cxr`` command in a subprocess (stdout and stderr as text)."""
+    env = dict(os.environ)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return subprocess.run(
+        [sys.executable, "-m", "cxr.cli", *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=1200,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def small_real_dataset(tmp_path: Path) -> Path:
+    """30 COVID + 30 Normal real radiographs in the release layout."""
+    return link_dataset(
+        tmp_path, {"COVID": real_images("COVID", 30), "Normal": real_images("Normal", 30)}
+    )

@@ -1,0 +1,104 @@
+"""The whole training flow through the CLI, on real radiographs from ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+import pytest
+from PIL import Image
+
+from tests.conftest import real_images, run_cli
+
+pytestmark = pytest.mark.slow
+FAST = ["--profile", "demo", "--image-size", "32", "--epochs", "1"]
+FAST += ["--set", "data.min_images_per_class=5"]
+
+
+def _run_dir(runs: Path) -> Path:
+    (run,) = list(runs.iterdir())
+    return run
+
+
+def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dataset, tmp_path):
+    good = real_images("COVID", 31)[30].read_bytes()
+    corrupt = small_real_dataset / "COVID" / "images" / "COVID-corrupt.png"
+    corrupt.write_bytes(good[:2000])
+    runs = tmp_path / "runs"
+    args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-threshold", "0"]
+    result = run_cli(*args, "--runs-dir", str(runs), api_url=prefect_server)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = json.loads(result.stdout[result.stdout.rindex("\n{\n") :])
+    run = _run_dir(runs)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"resnet50_lstm", "resnet50", "lstm"}
+    for name, model in metrics["models"].items():
+        assert model["test"]["n"] == 6 and 0 <= model["test"]["accuracy"] <= 1
+        assert len(model["test"]["accuracy_ci95"]) == 2
+        assert (run / "plots" / f"{name}_curves.png").is_file()
+        assert (run / "plots" / f"{name}_confusion.png").is_file()
+    assert metrics["gate"]["passed"] is True and metrics["synthetic"] is False
+    assert metrics["package"] == {"model_tag": tags["model_tag"], "bento_tag": tags["bento_tag"]}
+    assert "ResNet50-LSTM | paper" in (run / "comparison.md").read_text()
+    assert (run / "data_docs" / "index.html").is_file()
+
+    split = (run / "split.csv").read_text()
+    assert "COVID-corrupt.png" not in split and split.count("\n") == 61
+    assert "COVID-corrupt.png" in (run / "ingestion" / "unreadable.csv").read_text()
+
+    stored = bentoml.models.get(tags["model_tag"])
+    assert stored.info.metadata["run_id"] == run.name
+    assert stored.info.metadata["dataset_fingerprint"] == metrics["dataset_fingerprint"]
+    assert stored.info.metadata["git_commit"]
+    assert bentoml.bentos.get(tags["bento_tag"]).info.labels["project"] == "cxr-mlops"
+
+    evaluated = run_cli(
+        "evaluate", "--model", tags["model_tag"], "--data-dir", str(small_real_dataset)
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout)
+    assert report["n"] == 60 and report["model"] == tags["model_tag"]
+    assert [row["path"].endswith("COVID-corrupt.png") for row in report["unreadable"]] == [True]
+
+
+def test_model_under_the_threshold_is_not_packaged(prefect_server, small_real_dataset, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--model", "lstm"]
+    args += ["--set", "gate.model=lstm", "--set", "packaging.model_name=cxr-rejected"]
+    result = run_cli(
+        *args, "--gate-threshold", "1.0", "--runs-dir", str(runs), api_url=prefect_server
+    )
+    assert result.returncode == 4, result.stderr[-3000:]
+    gate = json.loads((_run_dir(runs) / "metrics.json").read_text())["gate"]
+    assert gate["value"] < 1.0 and gate["passed"] is False
+    assert "error: gate REJECTED: lstm test accuracy" in result.stderr
+    assert "nothing was packaged" in result.stderr
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.models.list("cxr-rejected")
+
+
+def test_wrong_size_dataset_stops_before_training(prefect_server, tmp_path):
+    root = tmp_path / "data"
+    for label in ("COVID", "Normal"):
+        (root / label).mkdir(parents=True)
+        for path in real_images(label, 10):
+            Image.open(path).resize((320, 320)).save(root / label / path.name)
+    runs = tmp_path / "runs"
+    args = ["train", "--data-dir", str(root), *FAST, "--runs-dir", str(runs)]
+    result = run_cli(*args, api_url=prefect_server)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "expect_column_values_to_be_between on width" in result.stderr
+    run = _run_dir(runs)
+    assert not (run / "models").exists() and not (run / "split.csv").exists()
+    assert json.loads((run / "validation.json").read_text())["success"] is False
+
+
+def test_bad_inputs_are_clear_cli_errors(tmp_path):
+    missing = run_cli("train", "--data-dir", str(tmp_path / "nope"), *FAST)
+    assert missing.returncode == 2 and "data folder not found" in missing.stderr
+    bad_profile = run_cli("train", "--data-dir", str(tmp_path), "--profile", "x")
+    assert bad_profile.returncode == 2 and "unknown profile" in bad_profile.stderr
+    no_model = run_cli("evaluate", "--model", "nope:latest", "--data-dir", ".")
+    assert no_model.returncode == 2 and "not found" in no_model.stderr
