@@ -26,7 +26,7 @@ class Run:
     @classmethod
     def create(cls, runs_dir: Path, run_id: str | None = None) -> Run:
         run_id = run_id or new_run_id()
-        folder = Path(runs_dir) / run_id
+        folder = Path(runs_dir).resolve() / run_id
         folder.mkdir(parents=True, exist_ok=False)
         return cls(run_id=run_id, dir=folder)
 

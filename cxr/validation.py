@@ -122,6 +122,7 @@ def _describe_failure(result: Any) -> dict[str, Any]:
 
 def validate_images(images: pd.DataFrame, config: DataConfig, docs_dir: Path) -> ValidationReport:
     """Run the suite as a checkpoint on the ingestion table; Data Docs go to ``docs_dir``."""
+    docs_dir = docs_dir.resolve()  # GX wants an absolute base directory
     docs_dir.mkdir(parents=True, exist_ok=True)
     result = _checkpoint(docs_dir).run(
         batch_parameters={"dataframe": images},

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from cxr.config import Settings, load_settings
 from cxr.demo_data import is_synthetic
@@ -48,6 +49,7 @@ def training_flow(
     }
     run_info = {
         "run_id": run.run_id,
+        "prefect_flow_run_id": str(flow_run.id),
         "profile": settings.profile,
         "data_dir": str(Path(data_dir).resolve()),
         "synthetic": is_synthetic(resolve_dataset_root(Path(data_dir))),

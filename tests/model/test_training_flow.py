@@ -16,6 +16,16 @@ FAST = ["--profile", "demo", "--image-size", "32", "--epochs", "1"]
 FAST += ["--set", "data.min_images_per_class=5"]
 
 
+def _artifact_keys(flow_run_id: str) -> set[str]:
+    """Keys of the artifacts the Prefect API holds for one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts(artifact_filter=flt)}
+
+
 def _run_dir(runs: Path) -> Path:
     (run,) = list(runs.iterdir())
     return run
@@ -43,6 +53,11 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert metrics["package"] == {"model_tag": tags["model_tag"], "bento_tag": tags["bento_tag"]}
     assert "ResNet50-LSTM | paper" in (run / "comparison.md").read_text()
     assert (run / "data_docs" / "index.html").is_file()
+
+    published = _artifact_keys(metrics["prefect_flow_run_id"])
+    assert {"ingestion-summary", "data-validation", "split", "paper-comparison"} <= published
+    assert "gate" in published
+    assert {"resnet50-lstm-training-curves", "lstm-confusion-matrix", "package"} <= published
 
     split = (run / "split.csv").read_text()
     assert "COVID-corrupt.png" not in split and split.count("\n") == 61
