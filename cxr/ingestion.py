@@ -17,12 +17,13 @@ import pandas as pd
 from cxr.config import DataConfig
 from cxr.demo_data import DATASET_DIRNAME
 from cxr.errors import DataInputError
+from cxr.image_stats import STAT_COLUMNS, image_statistics
 from cxr.preprocessing import ImageDecodeError, decode_grayscale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 COLUMNS = [
     "path", "label", "label_index", "width", "height", "mode", "bytes", "sha256",
-    "readable", "error", "mean_intensity", "std_intensity",
+    "readable", "error", *STAT_COLUMNS,
 ]  # fmt: skip
 
 
@@ -54,7 +55,7 @@ def describe_image(path: Path) -> dict[str, object]:
     row: dict[str, object] = {
         "path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
         "width": None, "height": None, "mode": None, "readable": False, "error": "",
-        "mean_intensity": float("nan"), "std_intensity": float("nan"),
+        **dict.fromkeys(STAT_COLUMNS, float("nan")),
     }  # fmt: skip
     try:
         gray, mode = decode_grayscale(data)
@@ -63,7 +64,7 @@ def describe_image(path: Path) -> dict[str, object]:
         return row
     row.update(
         height=int(gray.shape[0]), width=int(gray.shape[1]), mode=mode, readable=True,
-        mean_intensity=float(gray.mean()), std_intensity=float(gray.std()),
+        **image_statistics(gray),
     )  # fmt: skip
     return row
 
