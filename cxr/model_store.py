@@ -31,6 +31,7 @@ class PackagedModel:
     decision_threshold: float
     classes: list[str]
     metadata: dict[str, Any]
+    path: Path
 
 
 def _storable(value: Any) -> Any:
@@ -45,13 +46,20 @@ def _storable(value: Any) -> Any:
 
 
 def save_model(
-    name: str, checkpoint: Path, serving: dict[str, Any], metadata: dict[str, Any]
+    name: str,
+    checkpoint: Path,
+    serving: dict[str, Any],
+    metadata: dict[str, Any],
+    extra_files: list[Path] = (),
 ) -> str:
-    """Copy a ``.keras`` checkpoint into the store with its serving info; return the tag."""
+    """Copy a ``.keras`` checkpoint (and extra files, e.g. the monitoring reference) into
+    the store with its serving info; return the tag."""
     labels = {"model": str(serving["architecture"]), "run_id": str(metadata.get("run_id", ""))}
     with bentoml.models.create(name, metadata=_storable(metadata), labels=labels) as stored:
         shutil.copyfile(checkpoint, stored.path_of(MODEL_FILE))
         Path(stored.path_of(INFO_FILE)).write_text(json.dumps(serving, indent=2))
+        for extra in extra_files:
+            shutil.copyfile(extra, stored.path_of(Path(extra).name))
     return str(stored.tag)
 
 
@@ -69,4 +77,5 @@ def load_model(tag: str) -> PackagedModel:
         decision_threshold=float(serving["decision_threshold"]),
         classes=list(serving["classes"]),
         metadata=dict(stored.info.metadata),
+        path=Path(stored.path),
     )

@@ -59,5 +59,5 @@ def training_flow(
     }
     report(results, run_info, run)
     gate(results, settings, run)
-    tags = package_model(trained[settings.gate.model], results, run_info, settings, run)
+    tags = package_model(trained[settings.gate.model], images, results, run_info, settings, run)
     return {"run_id": run.run_id, "run_dir": str(run.dir), **tags}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cxr.config import Settings
 from cxr.dataset import Arrays
-from cxr.evaluation import evaluate_model, summarize_model
+from cxr.evaluation import compute_metrics, predict_probabilities, summarize_model
 from cxr.reporting import plot_confusion
 from cxr.runs import Run
 from cxr.training import TrainedModel
@@ -17,8 +18,12 @@ from tasks.artifacts import publish_image
 @task(name="evaluate", task_run_name="evaluate-{trained.name}", cache_policy=NO_CACHE)
 def evaluate(trained: TrainedModel, test: Arrays, settings: Settings, run: Run) -> dict:
     """Metrics on the held-out test split (COVID positive)."""
-    metrics = evaluate_model(trained.model, test.x, test.y, settings.gate.decision_threshold)
     name = trained.name
+    probabilities = predict_probabilities(trained.model, test.x)
+    metrics = compute_metrics(test.y, probabilities, settings.gate.decision_threshold)
+    pd.DataFrame(
+        {"path": test.paths, "label_index": test.y.astype(int), "covid_probability": probabilities}
+    ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
     get_run_logger().info(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cxr.config import Settings
 from cxr.packaging import package
+from cxr.reference import REFERENCE_FILE, build_reference
 from cxr.runs import Run
 from cxr.training import TrainedModel
 from tasks.artifacts import publish_markdown
@@ -14,10 +16,22 @@ from tasks.artifacts import publish_markdown
 
 @task(name="package", cache_policy=NO_CACHE)
 def package_model(
-    trained: TrainedModel, results: dict[str, dict], run_info: dict, settings: Settings, run: Run
+    trained: TrainedModel,
+    images: pd.DataFrame,
+    results: dict[str, dict],
+    run_info: dict,
+    settings: Settings,
+    run: Run,
 ) -> dict[str, str | None]:
-    """Save the gated model to the BentoML store and build the bento; print the tags."""
-    tags = package(trained.checkpoint, results, run_info, settings)
+    """Save the gated model with its monitoring reference (test split statistics and
+    predictions) to the BentoML store and build the bento; print the tags."""
+    test_predictions = pd.read_csv(run.path("predictions", f"{trained.name}_test.csv"))
+    reference = build_reference(
+        images, test_predictions, settings.data.classes, settings.gate.decision_threshold
+    )
+    reference_file = run.path(REFERENCE_FILE)
+    reference.to_csv(reference_file, index=False)
+    tags = package(trained.checkpoint, reference_file, results, run_info, settings)
     run.update_json("metrics.json", package=tags)
     publish_markdown(
         "package",

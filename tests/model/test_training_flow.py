@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import bentoml
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -67,6 +68,11 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert stored.info.metadata["run_id"] == run.name
     assert stored.info.metadata["dataset_fingerprint"] == metrics["dataset_fingerprint"]
     assert stored.info.metadata["git_commit"]
+    reference = pd.read_csv(Path(stored.path) / "reference.csv")
+    assert len(reference) == 6 and reference["covid_probability"].between(0, 1).all()
+    assert {"label", "actual_label", "width", "mode", "mean_intensity", "entropy"} <= set(
+        reference.columns
+    )
     assert bentoml.bentos.get(tags["bento_tag"]).info.labels["project"] == "cxr-mlops"
 
     evaluated = run_cli(
