@@ -89,6 +89,19 @@ class PackagingConfig(_Section):
     build_bento: bool = True
 
 
+class ServeConfig(_Section):
+    """The BentoML service: input limits, batching, the prediction log."""
+
+    model_tag: str = "cxr-classifier:latest"
+    max_upload_bytes: int = 20_000_000
+    min_image_side: int = 64
+    max_image_pixels: int = 50_000_000
+    batching: bool = True
+    max_batch_size: int = 32
+    max_latency_ms: int = 1000
+    prediction_log_url: str = "sqlite:///monitoring/predictions.db"
+
+
 class Settings(_Section):
     """Every setting of a run."""
 
@@ -100,6 +113,7 @@ class Settings(_Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     packaging: PackagingConfig = PackagingConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 class ConfigError(ValueError):

@@ -21,6 +21,10 @@ class ImageDecodeError(ValueError):
     """The bytes are not a readable image."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """The image declares more pixels than allowed (a decompression bomb)."""
+
+
 def _to_gray_array(image: Image.Image) -> np.ndarray:
     """Any PIL mode -> 8-bit grayscale array (H, W)."""
     if image.mode in _SIXTEEN_BIT_MODES:
@@ -39,7 +43,7 @@ def _to_gray_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_grayscale(data: bytes) -> tuple[np.ndarray, str]:
+def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
     """Decode PNG/JPEG bytes to an 8-bit grayscale array and the original PIL mode."""
     if not data:
         raise ImageDecodeError("empty file")
@@ -48,9 +52,9 @@ def decode_grayscale(data: bytes) -> tuple[np.ndarray, str]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(
-                        f"image of {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS} pixels"
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(
+                        f"image of {width}x{height} pixels exceeds {max_pixels} pixels"
                     )
                 image.load()
                 return _to_gray_array(image), image.mode
@@ -59,17 +63,22 @@ def decode_grayscale(data: bytes) -> tuple[np.ndarray, str]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not a readable image: {error}") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageDecodeError(f"decompression bomb refused: {error}") from error
+        raise ImageTooLargeError(f"decompression bomb refused: {error}") from error
 
 
-def preprocess_image(data: bytes, image_size: int) -> np.ndarray:
-    """Image bytes -> float32 model input (image_size, image_size, 3) in [0, 1].
+def to_model_input(gray: np.ndarray, image_size: int) -> np.ndarray:
+    """8-bit grayscale (H, W) -> float32 (image_size, image_size, 3) in [0, 1].
 
-    This is the only preprocessing function: training, ``cxr evaluate`` and the
-    BentoML service all call it, so a served prediction equals an evaluated one.
+    The one preprocessing transform: training, ``cxr evaluate`` and the BentoML service
+    all go through it, so a served prediction equals an evaluated one.
     """
-    gray, _ = decode_grayscale(data)
     scaled = gray.astype(np.float32) / 255.0
     resized = Image.fromarray(scaled).resize((image_size, image_size), Image.Resampling.BILINEAR)
     single = np.asarray(resized, dtype=np.float32)
     return np.repeat(single[:, :, None], 3, axis=2)
+
+
+def preprocess_image(data: bytes, image_size: int) -> np.ndarray:
+    """Image bytes -> model input: :func:`decode_grayscale` then :func:`to_model_input`."""
+    gray, _ = decode_grayscale(data)
+    return to_model_input(gray, image_size)
