@@ -1,47 +1,141 @@
 """BentoML service for the gated chest X-ray classifier.
 
-Imports only ``cxr.preprocessing`` and ``cxr.model_store`` (no Prefect, no training
-code), so a served prediction goes through exactly the preprocessing of training.
-Model: ``CXR_MODEL_TAG`` (default ``cxr-classifier:latest``).
+Two services, one process each: ``XRayClassifier`` (HTTP front: checks the upload,
+decodes and preprocesses it, logs the answer) calls ``ModelRunner`` (loads the model
+once; adaptive batching lets concurrent requests share one forward pass).
+
+Imports only ``cxr`` modules shared with training (config, preprocessing, image
+statistics, model store, prediction log): no Prefect, no training code.
+Settings: ``CXR_SERVE__*`` environment variables (see ``cxr.config.ServeConfig``).
 """
 
 from __future__ import annotations
 
-import os
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import anyio
 import bentoml
 import numpy as np
 
-from cxr.model_store import load_model
-from cxr.preprocessing import ImageDecodeError, preprocess_image
+from cxr.config import load_settings
+from cxr.http_guards import BodySizeLimit, install_strict_multipart
+from cxr.image_stats import image_statistics
+from cxr.model_store import load_model, read_serving_info
+from cxr.prediction_log import create_log_engine, log_prediction, log_rejection
+from cxr.preprocessing import ImageDecodeError, ImageTooLargeError, decode_grayscale, to_model_input
 
-MODEL_TAG = os.environ.get("CXR_MODEL_TAG", "cxr-classifier:latest")
+SERVE = load_settings().serve
+install_strict_multipart()
 
 
-@bentoml.service(name="cxr-classifier-service", traffic={"timeout": 60})
-class XRayClassifier:
-    """Loads the packaged model once; predicts P(COVID) for one image."""
+class Rejected(Exception):
+    """A request the service answers with a 4xx status."""
 
-    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@bentoml.service(name="cxr-model", traffic={"timeout": 60})
+class ModelRunner:
+    """Holds the Keras model; ``infer`` takes preprocessed batches."""
+
+    stored = bentoml.models.BentoModel(SERVE.model_tag)
 
     def __init__(self) -> None:
-        self.packaged = load_model(str(self.model_ref.tag))
+        self.packaged = load_model(str(self.stored.tag))
+
+    @bentoml.api(
+        batchable=SERVE.batching,
+        batch_dim=0,
+        max_batch_size=SERVE.max_batch_size,
+        max_latency_ms=SERVE.max_latency_ms,
+    )
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """P(COVID) for each preprocessed image of the batch."""
+        return np.asarray(self.packaged.model(batch, training=False), np.float32).reshape(-1)
+
+
+@bentoml.service(name="cxr-classifier", traffic={"timeout": 60})
+class XRayClassifier:
+    """POST /predict with one PNG or JPEG chest X-ray; every answer is logged."""
+
+    stored = bentoml.models.BentoModel(SERVE.model_tag)
+    runner = bentoml.depends(ModelRunner)
+
+    def __init__(self) -> None:
+        info = read_serving_info(self.stored)
+        self.model_tag = str(self.stored.tag)
+        self.image_size = int(info["image_size"])
+        self.threshold = float(info["decision_threshold"])
+        self.classes = list(info["classes"])
+        self.log = create_log_engine(SERVE.prediction_log_url)
+
+    def _prepare(self, image: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        """Check and decode the upload; return the model input and the image's statistics."""
+        size = image.stat().st_size
+        if size == 0:
+            raise Rejected(400, "empty upload: send one PNG or JPEG file as form field 'image'")
+        if size > SERVE.max_upload_bytes:
+            raise Rejected(413, f"upload of {size} bytes is over {SERVE.max_upload_bytes}")
+        try:
+            gray, mode = decode_grayscale(image.read_bytes(), SERVE.max_image_pixels)
+        except ImageTooLargeError as error:
+            raise Rejected(413, str(error)) from error
+        except ImageDecodeError as error:
+            raise Rejected(400, f"{error}; send a PNG or JPEG chest X-ray") from error
+        height, width = gray.shape
+        if min(height, width) < SERVE.min_image_side:
+            raise Rejected(
+                422, f"image of {width}x{height} is too small for a radiograph "
+                f"(min side {SERVE.min_image_side})"
+            )  # fmt: skip
+        stats = {"width": width, "height": height, "mode": mode, "bytes": size}
+        return to_model_input(gray, self.image_size), {**stats, **image_statistics(gray)}
 
     @bentoml.api
-    def predict(self, image: Path) -> dict:
-        """One PNG or JPEG chest X-ray -> COVID probability and label."""
+    async def predict(self, image: Path, ctx: bentoml.Context) -> dict:
+        """COVID probability, label, decision threshold, model tag and request id."""
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
         try:
-            x = preprocess_image(Path(image).read_bytes(), self.packaged.image_size)
-        except ImageDecodeError as error:
-            raise bentoml.exceptions.InvalidArgument(str(error)) from error
-        probability = float(np.asarray(self.packaged.model(x[None], training=False))[0, 0])
-        threshold = self.packaged.decision_threshold
-        return {
+            x, stats = await anyio.to_thread.run_sync(self._prepare, Path(image))
+        except Rejected as rejected:
+            size = Path(image).stat().st_size if Path(image).exists() else 0
+            await anyio.to_thread.run_sync(
+                log_rejection, self.log, request_id, rejected.status, rejected.message, size
+            )
+            ctx.response.status_code = rejected.status
+            return {"error": rejected.message, "request_id": request_id}
+        probability = float((await self.runner.to_async.infer(x[None]))[0])
+        answer = {
             "covid_probability": probability,
-            "label": self.packaged.classes[int(probability >= threshold)],
-            "threshold": threshold,
-            "model_tag": self.packaged.tag,
-            "request_id": uuid.uuid4().hex,
+            "label": self.classes[int(probability >= self.threshold)],
+            "threshold": self.threshold,
+            "model_tag": self.model_tag,
+            "request_id": request_id,
         }
+        latency_ms = (time.perf_counter() - started) * 1000
+        row = {k: v for k, v in answer.items() if k != "request_id"} | stats
+        await anyio.to_thread.run_sync(
+            log_prediction, self.log, {**row, "request_id": request_id, "latency_ms": latency_ms}
+        )
+        return answer
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        """The served model and the service's limits."""
+        return {
+            "model_tag": self.model_tag,
+            "image_size": self.image_size,
+            "threshold": self.threshold,
+            "classes": self.classes,
+            "batching": SERVE.batching,
+            "max_upload_bytes": SERVE.max_upload_bytes,
+        }
+
+
+XRayClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SERVE.max_upload_bytes + 64 * 1024)

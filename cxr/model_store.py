@@ -63,13 +63,23 @@ def save_model(
     return str(stored.tag)
 
 
-def load_model(tag: str) -> PackagedModel:
-    """Load a packaged model by tag (``name:version`` or ``name:latest``)."""
+def get_stored(tag: str) -> bentoml.Model:
+    """The stored model entry for a tag, or a clear error."""
     try:
-        stored = bentoml.models.get(tag)
+        return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as error:
         raise DataInputError(f"model {tag!r} not found in the BentoML store") from error
-    serving = json.loads(Path(stored.path_of(INFO_FILE)).read_text())
+
+
+def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
+    """Image size, decision threshold, classes and architecture of a stored model."""
+    return json.loads(Path(stored.path_of(INFO_FILE)).read_text())
+
+
+def load_model(tag: str) -> PackagedModel:
+    """Load a packaged model by tag (``name:version`` or ``name:latest``)."""
+    stored = get_stored(tag)
+    serving = read_serving_info(stored)
     return PackagedModel(
         tag=str(stored.tag),
         model=keras.saving.load_model(stored.path_of(MODEL_FILE)),

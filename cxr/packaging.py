@@ -13,7 +13,7 @@ from cxr.model_store import save_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
-MODEL_TAG_ENV = "CXR_MODEL_TAG"
+MODEL_TAG_ENV = "CXR_SERVE__MODEL_TAG"
 
 
 def serving_info(settings: Settings) -> dict[str, Any]:

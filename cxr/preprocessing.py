@@ -60,7 +60,9 @@ def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
                 return _to_gray_array(image), image.mode
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError("not a readable image: unrecognised format") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"not a readable image: {error}") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageTooLargeError(f"decompression bomb refused: {error}") from error
