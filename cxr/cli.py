@@ -136,6 +136,43 @@ def evaluate(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str | None, typer.Option(help="model tag (default: CXR_SERVE__MODEL_TAG or latest)")
+    ] = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 3000,
+    batching: Annotated[bool | None, typer.Option(help="adaptive batching")] = None,
+    log_url: Annotated[str | None, typer.Option(help="prediction log SQLAlchemy URL")] = None,
+) -> None:
+    """Serve a packaged model with ``bentoml serve`` (Ctrl-C stops it)."""
+    import subprocess
+    import sys
+
+    from cxr.config import load_settings
+    from cxr.model_store import get_stored
+    from cxr.packaging import REPO_ROOT
+
+    env = dict(os.environ)
+    for key, value in {
+        "MODEL_TAG": model,
+        "BATCHING": batching,
+        "PREDICTION_LOG_URL": log_url,
+    }.items():
+        if value is not None:
+            env[f"CXR_SERVE__{key}"] = str(value).lower() if isinstance(value, bool) else value
+    tag = load_settings(environ=env).serve.model_tag
+    try:
+        get_stored(tag)
+    except PipelineError as error:
+        _fail(error, error.exit_code)
+    command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
+    command += ["--host", host, "--port", str(port)]
+    typer.echo(f"serving {tag} on http://{host}:{port} (docs at /docs)")
+    raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

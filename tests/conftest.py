@@ -72,3 +72,46 @@ def small_real_dataset(tmp_path: Path) -> Path:
     return link_dataset(
         tmp_path, {"COVID": real_images("COVID", 30), "Normal": real_images("Normal", 30)}
     )
+
+
+@pytest.fixture(scope="session")
+def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real (LSTM baseline, 64 px, briefly trained) model packaged in the test store
+    with its monitoring reference, without running the whole flow."""
+    import keras
+    import numpy as np
+
+    from cxr.config import load_settings
+    from cxr.dataset import load_arrays
+    from cxr.ingestion import ingest
+    from cxr.model_store import save_model
+    from cxr.models import build_model
+    from cxr.packaging import serving_info
+    from cxr.reference import build_reference
+
+    root = link_dataset(
+        tmp_path_factory.mktemp("packaged"),
+        {"COVID": real_images("COVID", 20), "Normal": real_images("Normal", 20)},
+    )
+    settings = load_settings(
+        "demo", overrides={"gate.model": "lstm", "data.samples_per_class": None}, environ={}
+    )
+    images = ingest(root, settings.data, seed=0)
+    arrays = load_arrays(images["path"].tolist(), images["label_index"].tolist(), 64)
+    keras.utils.set_random_seed(0)
+    model = build_model("lstm", 64, settings.model, settings.train)
+    model.fit(arrays.x, arrays.y, epochs=2, batch_size=8, verbose=0)
+    folder = tmp_path_factory.mktemp("model")
+    model.save(folder / "lstm.keras")
+    probabilities = model.predict(arrays.x, verbose=0).reshape(-1)
+    predictions = images[["path", "label_index"]].assign(covid_probability=probabilities)
+    reference = build_reference(images, predictions, settings.data.classes, 0.5)
+    reference.to_csv(folder / "reference.csv", index=False)
+    assert np.isfinite(probabilities).all()
+    return save_model(
+        "cxr-test-model",
+        folder / "lstm.keras",
+        serving_info(settings),
+        {"run_id": "test", "synthetic": False},
+        extra_files=[folder / "reference.csv"],
+    )

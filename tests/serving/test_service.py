@@ -1,0 +1,164 @@
+"""The real BentoML server in a subprocess, called over loopback with real radiographs."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.model_store import load_model
+from cxr.prediction_log import count_rows, create_log_engine, read_predictions
+from cxr.preprocessing import preprocess_image
+from tests.code.test_preprocessing import bomb_png
+from tests.conftest import REPO, real_images
+
+pytestmark = pytest.mark.slow
+MAX_UPLOAD = 3_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(packaged_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """``bentoml serve`` on a free loopback port, serving the packaged test model."""
+    port = _free_port()
+    log_url = f"sqlite:///{tmp_path_factory.mktemp('serve') / 'predictions.db'}"
+    env = dict(os.environ)
+    env.update(
+        CXR_SERVE__MODEL_TAG=packaged_model,
+        CXR_SERVE__PREDICTION_LOG_URL=log_url,
+        CXR_SERVE__MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+    )
+    command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "bentoml serve exited during start-up"
+        time.sleep(1)
+    else:
+        pytest.fail("the service was not ready within 180 s")
+    yield client, create_log_engine(log_url), process
+    client.close()
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _predict(client: httpx.Client, data: bytes, name: str = "x.png", field: str = "image"):
+    return client.post("/predict", files={field: (name, data, "application/octet-stream")})
+
+
+def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_served_predictions_equal_local_evaluation(server, packaged_model: str) -> None:
+    client, log, _ = server
+    before = count_rows(log)["predictions"]
+    packaged = load_model(packaged_model)
+    paths = real_images("COVID", 4, offset=100) + real_images("Normal", 4, offset=100)
+    served = []
+    for path in paths:
+        answer = _predict(client, path.read_bytes(), path.name)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert set(body) == {"covid_probability", "label", "threshold", "model_tag", "request_id"}
+        assert body["model_tag"] == packaged.tag and body["threshold"] == 0.5
+        assert body["label"] == ("COVID" if body["covid_probability"] >= 0.5 else "Normal")
+        served.append(body["covid_probability"])
+    x = np.stack([preprocess_image(p.read_bytes(), packaged.image_size) for p in paths])
+    local = packaged.model.predict(x, verbose=0).reshape(-1)
+    np.testing.assert_allclose(served, local, atol=1e-5)
+    logged = read_predictions(log).iloc[before:]
+    assert len(logged) == len(paths)
+    np.testing.assert_allclose(logged["covid_probability"], served, atol=1e-9)
+    assert (logged["width"] == 299).all() and (logged["mode"] == "L").all()
+    assert logged["latency_ms"].gt(0).all() and logged["entropy"].gt(0).all()
+
+
+def test_real_export_formats_are_accepted(server) -> None:
+    client, _, _ = server
+    gray = Image.open(real_images("Normal", 1, offset=200)[0])
+    rgb = gray.convert("RGB")
+    variants = {
+        "rgb.png": _encode(rgb),
+        "rgba.png": _encode(rgb.convert("RGBA")),
+        "palette.png": _encode(gray.convert("P")),
+        "16bit.png": _encode(Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)),
+        "big.jpg": _encode(gray.resize((1024, 1024)), "JPEG"),
+    }
+    for name, data in variants.items():
+        answer = _predict(client, data, name)
+        assert answer.status_code == 200, (name, answer.text)
+
+
+def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
+    client, log, _ = server
+    before = count_rows(log)
+    good = real_images("COVID", 1, offset=300)[0].read_bytes()
+    handled = {
+        "empty": (b"", 400),
+        "text": (b"hello, not an image", 400),
+        "truncated": (good[: len(good) // 2], 400),
+        "bomb": (bomb_png(), 413),
+        "tiny": (_encode(Image.new("L", (32, 32), 128)), 422),
+    }
+    for name, (data, status) in handled.items():
+        answer = _predict(client, data, f"{name}.png")
+        assert answer.status_code == status, (name, answer.text)
+        assert answer.json()["error"] and answer.json()["request_id"]
+    over_limit = _predict(client, os.urandom(MAX_UPLOAD + 100_000))
+    assert over_limit.status_code == 413
+    assert _predict(client, good, field="file").status_code == 400  # wrong field name
+    assert client.post("/predict").status_code == 400  # no body
+    assert client.get("/livez").status_code == 200
+    assert _predict(client, good).status_code == 200
+    after = count_rows(log)
+    assert after["rejections"] - before["rejections"] == len(handled)
+    assert after["predictions"] - before["predictions"] == 1
+
+
+def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows(server) -> None:
+    client, log, process = server
+    before = count_rows(log)["predictions"]
+    images = [p.read_bytes() for p in real_images("COVID", 8, offset=400)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(lambda i: _predict(client, images[i % 8]).status_code, range(64)))
+    assert codes == [200] * 64
+    assert count_rows(log)["predictions"] - before == 64
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert count_rows(create_log_engine(str(log.url)))["predictions"] - before == 64
+
+
+def test_cxr_serve_refuses_an_unknown_model() -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("serve", "--model", "cxr-no-such-model:latest")
+    assert result.returncode == 2 and "not found in the BentoML store" in result.stderr
