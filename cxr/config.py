@@ -98,7 +98,9 @@ class ServeConfig(_Section):
     max_image_pixels: int = 50_000_000
     batching: bool = True
     max_batch_size: int = 32
-    max_latency_ms: int = 1000
+    max_latency_ms: int = Field(
+        default=20_000, description="adaptive batching sheds (503) requests that wait longer"
+    )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
 
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,53 +15,29 @@ from PIL import Image
 from cxr.model_store import load_model
 from cxr.prediction_log import count_rows, create_log_engine, read_predictions
 from cxr.preprocessing import preprocess_image
+from cxr.server_process import start_server
 from tests.code.test_preprocessing import bomb_png
-from tests.conftest import REPO, real_images
+from tests.conftest import real_images
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(packaged_model: str, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve`` on a free loopback port, serving the packaged test model."""
-    port = _free_port()
     log_url = f"sqlite:///{tmp_path_factory.mktemp('serve') / 'predictions.db'}"
-    env = dict(os.environ)
-    env.update(
-        CXR_SERVE__MODEL_TAG=packaged_model,
-        CXR_SERVE__PREDICTION_LOG_URL=log_url,
-        CXR_SERVE__MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+    running = start_server(
+        {
+            "CXR_SERVE__MODEL_TAG": packaged_model,
+            "CXR_SERVE__PREDICTION_LOG_URL": log_url,
+            "CXR_SERVE__MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        }
     )
-    command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "bentoml serve exited during start-up"
-        time.sleep(1)
-    else:
-        pytest.fail("the service was not ready within 180 s")
-    yield client, create_log_engine(log_url), process
+    client = httpx.Client(base_url=running.url, timeout=60)
+    yield client, create_log_engine(log_url), running
     client.close()
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    running.stop()
 
 
 def _predict(client: httpx.Client, data: bytes, name: str = "x.png", field: str = "image"):
@@ -145,15 +117,14 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
 
 
 def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows(server) -> None:
-    client, log, process = server
+    client, log, running = server
     before = count_rows(log)["predictions"]
     images = [p.read_bytes() for p in real_images("COVID", 8, offset=400)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         codes = list(pool.map(lambda i: _predict(client, images[i % 8]).status_code, range(64)))
     assert codes == [200] * 64
     assert count_rows(log)["predictions"] - before == 64
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    running.stop(signal.SIGKILL)
     assert count_rows(create_log_engine(str(log.url)))["predictions"] - before == 64
 
 

@@ -1,0 +1,62 @@
+"""Start and stop ``bentoml serve`` as a subprocess (tests, benchmarks, monitoring demos)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running service and its base URL."""
+
+    process: subprocess.Popen
+    url: str
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=60)
+
+
+def start_server(settings_env: dict[str, str], timeout_s: float = 180) -> ServerProcess:
+    """``bentoml serve service:XRayClassifier`` with extra ``CXR_SERVE__*`` settings;
+    returns once ``/readyz`` answers 200."""
+    port = free_port()
+    env = {**os.environ, **settings_env}
+    command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO_ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = ServerProcess(process, f"http://127.0.0.1:{port}")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode} during start-up")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    server.stop()
+    raise TimeoutError(f"the service was not ready within {timeout_s} s")
