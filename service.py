@@ -11,11 +11,13 @@ Settings: ``CXR_SERVE__*`` environment variables (see ``cxr.config.ServeConfig``
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -28,6 +30,7 @@ from cxr.prediction_log import create_log_engine, log_prediction, log_rejection
 from cxr.preprocessing import ImageDecodeError, ImageTooLargeError, decode_grayscale, to_model_input
 
 SERVE = load_settings().serve
+logger = logging.getLogger("bentoml.service")
 install_strict_multipart()
 
 
@@ -96,6 +99,19 @@ class XRayClassifier:
         stats = {"width": width, "height": height, "mode": mode, "bytes": size}
         return to_model_input(gray, self.image_size), {**stats, **image_statistics(gray)}
 
+    async def _infer(self, x: np.ndarray, attempts: int = 3) -> float:
+        """Call the model runner; inference is idempotent, so a keep-alive connection the
+        runner closed under our feet (aiohttp ServerDisconnectedError, a known BentoML
+        issue: github.com/bentoml/BentoML/issues/4238) is retried."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return float((await self.runner.to_async.infer(x[None]))[0])
+            except aiohttp.ClientConnectionError as error:
+                if attempt == attempts:
+                    raise
+                logger.warning("model runner connection lost (%s); retrying", error)
+        raise AssertionError("unreachable")
+
     @bentoml.api
     async def predict(self, image: Path, ctx: bentoml.Context) -> dict:
         """COVID probability, label, decision threshold, model tag and request id."""
@@ -110,7 +126,7 @@ class XRayClassifier:
             )
             ctx.response.status_code = rejected.status
             return {"error": rejected.message, "request_id": request_id}
-        probability = float((await self.runner.to_async.infer(x[None]))[0])
+        probability = await self._infer(x)
         answer = {
             "covid_probability": probability,
             "label": self.classes[int(probability >= self.threshold)],

@@ -36,16 +36,18 @@ class ServerProcess:
             self.process.wait(timeout=60)
 
 
-def start_server(settings_env: dict[str, str], timeout_s: float = 180) -> ServerProcess:
-    """``bentoml serve service:XRayClassifier`` with extra ``CXR_SERVE__*`` settings;
-    returns once ``/readyz`` answers 200."""
+def start_server(
+    settings_env: dict[str, str], timeout_s: float = 180, log_file: Path | None = None
+) -> ServerProcess:
+    """``bentoml serve service:XRayClassifier`` with extra ``CXR_SERVE__*`` settings
+    (server output to ``log_file`` if given); returns once ``/readyz`` answers 200."""
     port = free_port()
     env = {**os.environ, **settings_env}
     command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
     )  # fmt: skip
     server = ServerProcess(process, f"http://127.0.0.1:{port}")
     deadline = time.time() + timeout_s

@@ -109,7 +109,8 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
     assert over_limit.status_code == 413
     assert _predict(client, good, field="file").status_code == 400  # wrong field name
     assert client.post("/predict").status_code == 400  # no body
-    assert client.get("/livez").status_code == 200
+    assert client.get("/livez").status_code == 200 and client.get("/readyz").status_code == 200
+    assert "/predict" in client.get("/docs.json").json()["paths"]
     assert _predict(client, good).status_code == 200
     after = count_rows(log)
     assert after["rejections"] - before["rejections"] == len(handled)
