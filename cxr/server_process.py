@@ -37,17 +37,22 @@ class ServerProcess:
 
 
 def start_server(
-    settings_env: dict[str, str], timeout_s: float = 180, log_file: Path | None = None
+    settings_env: dict[str, str],
+    timeout_s: float = 180,
+    log_file: Path | None = None,
+    target: str = "service:XRayClassifier",
+    cwd: Path = REPO_ROOT,
 ) -> ServerProcess:
-    """``bentoml serve service:XRayClassifier`` with extra ``CXR_SERVE__*`` settings
-    (server output to ``log_file`` if given); returns once ``/readyz`` answers 200."""
+    """``bentoml serve <target>`` (the repository's service, or a bento tag) with extra
+    ``CXR_SERVE__*`` settings; output to ``log_file`` if given; returns once ``/readyz``
+    answers 200."""
     port = free_port()
     env = {**os.environ, **settings_env}
-    command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
+    command = [sys.executable, "-m", "bentoml", "serve", target]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
+        cwd=cwd, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
     )  # fmt: skip
     server = ServerProcess(process, f"http://127.0.0.1:{port}")
     deadline = time.time() + timeout_s

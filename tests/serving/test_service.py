@@ -6,6 +6,7 @@ import io
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -134,3 +135,22 @@ def test_cxr_serve_refuses_an_unknown_model() -> None:
 
     result = run_cli("serve", "--model", "cxr-no-such-model:latest")
     assert result.returncode == 2 and "not found in the BentoML store" in result.stderr
+
+
+def test_the_built_bento_serves_the_same_model(packaged_model: str, tmp_path: Path) -> None:
+    from cxr.packaging import build_bento
+
+    bento_tag = build_bento(packaged_model)
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    running = start_server(
+        {"CXR_SERVE__MODEL_TAG": packaged_model, "CXR_SERVE__PREDICTION_LOG_URL": log_url},
+        target=bento_tag,
+        cwd=tmp_path,
+    )
+    try:
+        image = real_images("Normal", 1, offset=500)[0].read_bytes()
+        answer = httpx.post(f"{running.url}/predict", files={"image": ("a.png", image)}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["model_tag"] == packaged_model
+    finally:
+        running.stop()
+    assert count_rows(create_log_engine(log_url))["predictions"] == 1
