@@ -125,12 +125,15 @@ def evaluate(
     data_dir: Annotated[Path, typer.Option(help="dataset folder (release or plain layout)")],
     samples_per_class: Annotated[int | None, typer.Option(help="default: all images")] = None,
     seed: Annotated[int, typer.Option()] = 42,
+    predictions: Annotated[
+        Path | None, typer.Option(help="also write each image's probability to this CSV")
+    ] = None,
 ) -> None:
     """Evaluate a packaged model on any dataset and print the metrics as JSON."""
     from cxr.evaluation import evaluate_packaged
 
     try:
-        metrics = evaluate_packaged(model, data_dir, samples_per_class, seed)
+        metrics = evaluate_packaged(model, data_dir, samples_per_class, seed, predictions)
     except PipelineError as error:
         _fail(error, error.exit_code)
     typer.echo(json.dumps(metrics, indent=2))

@@ -58,21 +58,6 @@ def compute_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> d
     }
 
 
-def evaluate_model(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, threshold: float
-) -> dict[str, object]:
-    """Metrics of a model on preprocessed arrays."""
-    return compute_metrics(y, predict_probabilities(model, x), threshold)
-
-
-def evaluate_files(
-    model: keras.Model, paths: list[Path], labels: list[int], image_size: int, threshold: float
-) -> dict[str, object]:
-    """Metrics of a model on image files (used by ``cxr evaluate``)."""
-    arrays = load_arrays([str(p) for p in paths], labels, image_size)
-    return evaluate_model(model, arrays.x, arrays.y, threshold)
-
-
 def summarize_model(
     history: dict[str, list[float]], best_epoch: int, seconds: float, test: dict[str, object]
 ) -> dict[str, object]:
@@ -87,9 +72,14 @@ def summarize_model(
 
 
 def evaluate_packaged(
-    tag: str, data_dir: Path, samples_per_class: int | None, seed: int
+    tag: str,
+    data_dir: Path,
+    samples_per_class: int | None,
+    seed: int,
+    predictions_csv: Path | None = None,
 ) -> dict[str, object]:
-    """Metrics of a packaged model on any dataset folder; unreadable files are listed."""
+    """Metrics of a packaged model on any dataset folder; unreadable files are listed.
+    With ``predictions_csv``, each image's probability is written there too."""
     from cxr.config import DataConfig
     from cxr.ingestion import ingest, unreadable
     from cxr.model_store import load_model
@@ -98,16 +88,17 @@ def evaluate_packaged(
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
     images = ingest(data_dir, config, seed)
     usable = images.loc[images["readable"]]
-    metrics = evaluate_files(
-        packaged.model,
-        [Path(p) for p in usable["path"]],
-        usable["label_index"].astype(int).tolist(),
-        packaged.image_size,
-        packaged.decision_threshold,
+    arrays = load_arrays(
+        usable["path"].tolist(), usable["label_index"].astype(int).tolist(), packaged.image_size
     )
+    probabilities = predict_probabilities(packaged.model, arrays.x)
+    if predictions_csv is not None:
+        usable[["path", "label"]].assign(covid_probability=probabilities).to_csv(
+            predictions_csv, index=False
+        )
     return {
         "model": packaged.tag,
         "data_dir": str(Path(data_dir).resolve()),
-        **metrics,
+        **compute_metrics(arrays.y, probabilities, packaged.decision_threshold),
         "unreadable": unreadable(images).to_dict("records"),
     }

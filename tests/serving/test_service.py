@@ -10,15 +10,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr.model_store import load_model
 from cxr.prediction_log import count_rows, create_log_engine, read_predictions
-from cxr.preprocessing import preprocess_image
 from cxr.server_process import start_server
 from tests.code.test_preprocessing import bomb_png
-from tests.conftest import real_images
+from tests.conftest import link_dataset, real_images, run_cli
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -51,26 +50,33 @@ def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def test_served_predictions_equal_local_evaluation(server, packaged_model: str) -> None:
+def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_path) -> None:
     client, log, _ = server
     before = count_rows(log)["predictions"]
-    packaged = load_model(packaged_model)
     paths = real_images("COVID", 4, offset=100) + real_images("Normal", 4, offset=100)
-    served = []
+    served = {}
     for path in paths:
         answer = _predict(client, path.read_bytes(), path.name)
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert set(body) == {"covid_probability", "label", "threshold", "model_tag", "request_id"}
-        assert body["model_tag"] == packaged.tag and body["threshold"] == 0.5
+        assert body["model_tag"] == packaged_model and body["threshold"] == 0.5
         assert body["label"] == ("COVID" if body["covid_probability"] >= 0.5 else "Normal")
-        served.append(body["covid_probability"])
-    x = np.stack([preprocess_image(p.read_bytes(), packaged.image_size) for p in paths])
-    local = packaged.model.predict(x, verbose=0).reshape(-1)
-    np.testing.assert_allclose(served, local, atol=1e-5)
+        served[path.name] = body["covid_probability"]
+    dataset = link_dataset(tmp_path, {"COVID": paths[:4], "Normal": paths[4:]})
+    csv = tmp_path / "evaluated.csv"
+    result = run_cli(
+        "evaluate", "--model", packaged_model, "--data-dir", str(dataset), "--predictions", str(csv)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = pd.read_csv(csv)
+    evaluated["name"] = evaluated["path"].map(lambda p: Path(p).name)
+    for name, probability in served.items():
+        local = evaluated.loc[evaluated["name"] == name, "covid_probability"].item()
+        assert abs(local - probability) < 1e-5, name
     logged = read_predictions(log).iloc[before:]
     assert len(logged) == len(paths)
-    np.testing.assert_allclose(logged["covid_probability"], served, atol=1e-9)
+    np.testing.assert_allclose(logged["covid_probability"], list(served.values()), atol=1e-9)
     assert (logged["width"] == 299).all() and (logged["mode"] == "L").all()
     assert logged["latency_ms"].gt(0).all() and logged["entropy"].gt(0).all()
 
