@@ -76,6 +76,11 @@ class XRayClassifier:
         self.threshold = float(info["decision_threshold"])
         self.classes = list(info["classes"])
         self.log = create_log_engine(SERVE.prediction_log_url)
+        self.synthetic = bool(self.stored.info.metadata.get("synthetic", False))
+        if self.synthetic:
+            logger.warning(
+                "%s was trained on SYNTHETIC demo data: not a clinical model", self.model_tag
+            )
 
     def _prepare(self, image: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Check and decode the upload; return the model input and the image's statistics."""
@@ -149,6 +154,7 @@ class XRayClassifier:
             "image_size": self.image_size,
             "threshold": self.threshold,
             "classes": self.classes,
+            "trained_on_synthetic_demo_data": self.synthetic,
             "batching": SERVE.batching,
             "max_upload_bytes": SERVE.max_upload_bytes,
         }

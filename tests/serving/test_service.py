@@ -118,6 +118,9 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
     assert client.post("/predict").status_code == 400  # no body
     assert client.get("/livez").status_code == 200 and client.get("/readyz").status_code == 200
     assert "/predict" in client.get("/docs.json").json()["paths"]
+    info = client.post("/info", json={}).json()
+    assert info["trained_on_synthetic_demo_data"] is False
+    assert info["max_upload_bytes"] == MAX_UPLOAD
     assert _predict(client, good).status_code == 200
     after = count_rows(log)
     assert after["rejections"] - before["rejections"] == len(handled)
