@@ -104,6 +104,24 @@ class ServeConfig(_Section):
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
 
 
+class MonitorConfig(_Section):
+    """Drift monitoring of the prediction log against the packaged model's reference."""
+
+    window_minutes: int = 60
+    min_predictions: int = 30
+    numeric_columns: list[str] = [
+        "covid_probability", "mean_intensity", "std_intensity", "entropy", "sharpness",
+        "dark_fraction",
+    ]  # fmt: skip
+    categorical_columns: list[str] = ["label"]
+    column_p_value: float = Field(default=0.05, description="per-column test threshold")
+    drift_share: float = Field(default=0.5, description="share of drifted columns = drift")
+    webhook_url: str | None = None
+    trigger_retraining: bool = False
+    retraining_deployment: str = "cxr-training/scheduled-retraining"
+    reports_dir: Path = Path("monitoring/reports")
+
+
 class Settings(_Section):
     """Every setting of a run."""
 
@@ -116,6 +134,7 @@ class Settings(_Section):
     gate: GateConfig = GateConfig()
     packaging: PackagingConfig = PackagingConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,54 @@
+"""The drift decision: no drift, drift, and not enough data are three distinct answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr.config import MonitorConfig
+from cxr.drift import detect_drift
+
+WINDOW = ("2026-01-01T00:00:00", "2026-01-01T01:00:00")
+
+
+def _frame(n: int, rng: np.random.Generator, shift: float = 0.0) -> pd.DataFrame:
+    probability = rng.beta(5, 2, n) if shift else rng.beta(2, 5, n)
+    return pd.DataFrame(
+        {
+            "covid_probability": probability,
+            "label": np.where(probability >= 0.5, "COVID", "Normal"),
+            "mean_intensity": rng.normal(120 + shift, 20, n),
+            "std_intensity": rng.normal(50 + shift / 4, 8, n),
+            "entropy": rng.normal(7 + shift / 100, 0.3, n),
+            "sharpness": rng.gamma(2.0, 50.0, n),
+            "dark_fraction": rng.beta(2, 8, n),
+        }
+    )
+
+
+def test_same_distribution_is_no_drift(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    summary = detect_drift(_frame(200, rng), _frame(80, rng), MonitorConfig(), WINDOW, tmp_path)
+    assert summary.status == "no_drift" and summary.current_rows == 80
+    assert len(summary.columns) == 7 and all(c["p_value"] is not None for c in summary.columns)
+    assert Path(summary.report_html).stat().st_size > 10_000
+    assert Path(summary.report_json).read_text().startswith("{")
+
+
+def test_shifted_images_and_predictions_are_drift(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    summary = detect_drift(
+        _frame(200, rng), _frame(80, rng, shift=40), MonitorConfig(), WINDOW, tmp_path
+    )
+    assert summary.status == "drift"
+    assert {"covid_probability", "mean_intensity", "label"} <= set(summary.drifted_columns)
+    assert "drift:" in summary.headline()
+
+
+def test_too_few_predictions_is_not_a_verdict(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    summary = detect_drift(_frame(200, rng), _frame(5, rng, 40), MonitorConfig(), WINDOW, tmp_path)
+    assert summary.status == "not_enough_data" and summary.columns == []
+    assert summary.report_html is None and "not enough data" in summary.headline()
