@@ -176,6 +176,68 @@ def serve(
     raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
 
 
+@app.command()
+def monitor(
+    window_minutes: Annotated[int | None, typer.Option(help="default from config: 60")] = None,
+    min_predictions: Annotated[int | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="default: CXR_SERVE__MODEL_TAG")] = None,
+    log_url: Annotated[str | None, typer.Option(help="prediction log SQLAlchemy URL")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="alert receiver")] = None,
+    trigger_retraining: Annotated[bool | None, typer.Option()] = None,
+) -> None:
+    """Run the monitoring flow once; exit 0 no drift, 5 drift, 6 not enough data."""
+    from flows.monitoring import monitoring_flow
+
+    try:
+        result = monitoring_flow(
+            window_minutes=window_minutes,
+            min_predictions=min_predictions,
+            model_tag=model,
+            log_url=log_url,
+            webhook_url=webhook_url,
+            trigger_retraining=trigger_retraining,
+        )
+    except PipelineError as error:
+        _fail(error, error.exit_code)
+    typer.echo(json.dumps(result, indent=2, default=str))
+    raise typer.Exit({"no_drift": 0, "drift": 5, "not_enough_data": 6}[result["status"]])
+
+
+@app.command()
+def deploy(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="dataset the scheduled retraining uses")
+    ] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="drift alert receiver")] = None,
+    pool: Annotated[str, typer.Option(help="process work pool")] = "cxr-local",
+) -> None:
+    """Register the retraining and monitoring deployments (deploy/prefect.yaml) with the
+    Prefect server in PREFECT_API_URL."""
+    import subprocess
+    import sys
+
+    from cxr.packaging import REPO_ROOT
+
+    prefect = [sys.executable, "-m", "prefect"]
+    params = {
+        "scheduled-retraining": {"data_dir": str(data_dir.resolve())} if data_dir else {},
+        "drift-monitoring": {"webhook_url": webhook_url} if webhook_url else {},
+    }
+    commands = [[*prefect, "work-pool", "create", "--type", "process", pool, "--overwrite"]]
+    for name, values in params.items():
+        command = [*prefect, "--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml"]
+        command += ["--name", name, "--pool", pool]
+        if values:
+            command += ["--params", json.dumps(values)]
+        commands.append(command)
+    for command in commands:
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            _fail(RuntimeError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"), 1)
+    typer.echo(f"registered {', '.join(params)} on work pool {pool}; start a worker with:")
+    typer.echo(f"  prefect worker start --pool {pool}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,168 @@
+"""Monitoring end to end: a real Prefect server process, the real service, a webhook
+receiver on loopback; held-out radiographs raise no alert, Tuberculosis images do."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cxr.server_process import free_port, start_server
+from tests.conftest import TUBERCULOSIS, real_images, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """``prefect server start`` on a free loopback port with its own database."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port)],
+        env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("the Prefect server did not start")
+    yield url
+    os.killpg(server.pid, signal.SIGINT)
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver on loopback that records every JSON body it is sent."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            length = int(self.headers["content-length"])
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
+def _serve_and_send(packaged_model: str, log_url: str, images: list[Path]) -> None:
+    running = start_server(
+        {"CXR_SERVE__MODEL_TAG": packaged_model, "CXR_SERVE__PREDICTION_LOG_URL": log_url}
+    )
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            for path in images:
+                answer = client.post("/predict", files={"image": (path.name, path.read_bytes())})
+                assert answer.status_code == 200, answer.text
+    finally:
+        running.stop()
+
+
+def _drift_events(api_url: str, since: datetime) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        occurred = EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(minutes=1))
+        flt = EventFilter(occurred=occurred, event=EventNameFilter(name=["cxr.drift.detected"]))
+        return client.read_events(filter=flt, limit=10).events
+
+
+def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
+    prefect_api, receiver, packaged_model, tmp_path
+) -> None:
+    hook, received = receiver
+    started = datetime.now(UTC)
+    held_out = real_images("COVID", 20, offset=600) + real_images("Normal", 20, offset=600)
+    tuberculosis = sorted(TUBERCULOSIS.glob("*.png"))[:40]
+    reports = tmp_path / "reports"
+    common = ["--model", packaged_model, "--webhook-url", hook, "--min-predictions", "30"]
+    os.environ["CXR_MONITOR__REPORTS_DIR"] = str(reports)
+    try:
+        outcomes = {}
+        for name, images in (("held_out", held_out), ("tuberculosis", tuberculosis)):
+            log_url = f"sqlite:///{tmp_path / name / 'predictions.db'}"
+            _serve_and_send(packaged_model, log_url, images)
+            outcomes[name] = run_cli("monitor", *common, "--log-url", log_url, api_url=prefect_api)
+    finally:
+        del os.environ["CXR_MONITOR__REPORTS_DIR"]
+
+    quiet, alarmed = outcomes["held_out"], outcomes["tuberculosis"]
+    assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
+    assert alarmed.returncode == 5, alarmed.stdout[-3000:] + alarmed.stderr[-3000:]
+    assert len(received) == 1 and "drift detected" in received[0]["text"]
+    assert received[0]["status"] == "drift" and received[0]["current_rows"] == 40
+    summaries = [json.loads(p.read_text()) for p in sorted(reports.glob("*/summary.json"))]
+    assert [s["status"] for s in summaries] == ["no_drift", "drift"]
+    assert all(Path(s["report_html"]).is_file() for s in summaries)
+    deadline = time.time() + 30
+    while not (events := _drift_events(prefect_api, started)) and time.time() < deadline:
+        time.sleep(1)
+    assert len(events) == 1 and events[0].payload["status"] == "drift"
+
+
+def test_too_few_predictions_is_reported_as_such(prefect_api, packaged_model, tmp_path) -> None:
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    _serve_and_send(packaged_model, log_url, real_images("Normal", 3, offset=700))
+    result = run_cli(
+        "monitor", "--model", packaged_model, "--log-url", log_url, api_url=prefect_api
+    )
+    assert result.returncode == 6, result.stderr[-3000:]
+    assert '"status": "not_enough_data"' in result.stdout
+
+
+def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    result = run_cli(
+        "deploy", "--data-dir", str(tmp_path), "--webhook-url", "http://127.0.0.1:9/x",
+        api_url=prefect_api,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        found = {
+            f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
+        }
+    retrain = found["cxr-training/scheduled-retraining"]
+    monitor = found["cxr-monitoring/drift-monitoring"]
+    assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 0"]
+    assert [s.schedule.cron for s in monitor.schedules] == ["*/15 * * * *"]
+    assert retrain.parameters["data_dir"] == str(tmp_path.resolve())
+    assert monitor.parameters["webhook_url"] == "http://127.0.0.1:9/x"
+    assert monitor.parameters["window_minutes"] == 60
