@@ -153,9 +153,8 @@ def serve(
     import subprocess
     import sys
 
-    from cxr.config import load_settings
+    from cxr.config import REPO_ROOT, load_settings
     from cxr.model_store import get_stored
-    from cxr.packaging import REPO_ROOT
 
     env = dict(os.environ)
     for key, value in {
@@ -216,7 +215,7 @@ def deploy(
     import subprocess
     import sys
 
-    from cxr.packaging import REPO_ROOT
+    from cxr.config import REPO_ROOT
 
     prefect = [sys.executable, "-m", "prefect"]
     params = {

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = Path(__file__).parent / "profiles"
 ENV_PREFIX = "CXR_"
 ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
@@ -35,7 +36,6 @@ class DataConfig(_Section):
     min_images_per_class: int = 20
     min_readable_fraction: float = 0.98
     min_std_intensity: float = Field(default=8.0, description="flat images are not X-rays")
-    max_duplicate_fraction: float = 0.0
 
 
 class PreprocessConfig(_Section):
@@ -135,6 +135,24 @@ class Settings(_Section):
     packaging: PackagingConfig = PackagingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Refuse settings that would fail hours into a run."""
+        held_out = self.preprocess.val_fraction + self.preprocess.test_fraction
+        problems = [
+            (self.gate.model not in self.train.models, "gate.model must be one of train.models"),
+            (not 0 < held_out < 1, "preprocess val_fraction + test_fraction must be in (0, 1)"),
+            (self.preprocess.image_size < 32, "preprocess.image_size must be >= 32 (ResNet50)"),
+            (not 0 <= self.gate.threshold <= 1, "gate.threshold must be in [0, 1]"),
+            (not 0 < self.gate.decision_threshold < 1, "gate.decision_threshold in (0, 1)"),
+            (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
+             "data.samples_per_class must be >= 1 or null"),
+        ]  # fmt: skip
+        failed = [message for bad, message in problems if bad]
+        if failed:
+            raise ValueError("; ".join(failed))
+        return self
 
 
 class ConfigError(ValueError):

@@ -46,17 +46,29 @@ def list_class_images(root: Path, label: str) -> list[Path]:
     if not class_dir.is_dir():
         raise IngestionError(f"class folder {label!r} not found in {root}")
     folder = class_dir / "images" if (class_dir / "images").is_dir() else class_dir
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # not is_dir(): a broken link is listed (and reported unreadable), not silently dropped
+    return sorted(
+        p for p in folder.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def describe_image(path: Path) -> dict[str, object]:
-    """Size, mode, hash and intensity statistics of one file; never raises on bad bytes."""
-    data = path.read_bytes()
+    """Size, mode, hash and intensity statistics of one file; never raises on bad bytes
+    or on a file the operating system refuses to read (both become unreadable rows)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        data, read_error = b"", f"cannot read file: {error.strerror or error}"
+    else:
+        read_error = ""
     row: dict[str, object] = {
         "path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
         "width": None, "height": None, "mode": None, "readable": False, "error": "",
         **dict.fromkeys(STAT_COLUMNS, float("nan")),
     }  # fmt: skip
+    if read_error:
+        row["error"] = read_error
+        return row
     try:
         gray, mode = decode_grayscale(data)
     except ImageDecodeError as error:

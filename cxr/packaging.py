@@ -8,10 +8,9 @@ from typing import Any
 
 import bentoml
 
-from cxr.config import Settings
+from cxr.config import REPO_ROOT, Settings
 from cxr.model_store import save_model
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 MODEL_TAG_ENV = "CXR_SERVE__MODEL_TAG"
 

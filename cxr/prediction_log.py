@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from cxr.image_stats import STAT_COLUMNS
 
-DEFAULT_URL = "sqlite:///predictions.db"
 metadata = sa.MetaData()
 
 predictions = sa.Table(
@@ -56,7 +55,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_log_engine(url: str = DEFAULT_URL) -> sa.Engine:
+def create_log_engine(url: str) -> sa.Engine:
     """Engine for the log; creates the tables (and the SQLite folder) when missing."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,11 @@ class ImageTooLargeError(ImageDecodeError):
 def _to_gray_array(image: Image.Image) -> np.ndarray:
     """Any PIL mode -> 8-bit grayscale array (H, W)."""
     if image.mode in _SIXTEEN_BIT_MODES:
+        # Scale by the bit depth actually used: 12-bit detector data stored in a 16-bit
+        # PNG spans 0-4095, and dividing it by 65535 would make it nearly black.
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max(initial=0) > 255 or image.mode != "I" else 255.0
-        return np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+        bits = max(8, int(array.max(initial=0)).bit_length())
+        return np.clip(np.rint(array * (255.0 / (2**bits - 1))), 0, 255).astype(np.uint8)
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         return np.clip(np.rint(array), 0, 255).astype(np.uint8)

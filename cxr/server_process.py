@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from cxr.config import REPO_ROOT
 
 
 def free_port() -> int:
@@ -50,10 +50,14 @@ def start_server(
     env = {**os.environ, **settings_env}
     command = [sys.executable, "-m", "bentoml", "serve", target]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    try:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    finally:
+        if log_file:
+            output.close()  # the child keeps its own descriptor
     server = ServerProcess(process, f"http://127.0.0.1:{port}")
     deadline = time.time() + timeout_s
     while time.time() < deadline:

@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from cxr.config import Settings, load_settings
+from cxr.config import REPO_ROOT, Settings, load_settings
 from cxr.demo_data import is_synthetic
 from cxr.ingestion import fingerprint, resolve_dataset_root
 from cxr.runs import Run, git_commit
@@ -54,7 +54,7 @@ def training_flow(
         "data_dir": str(Path(data_dir).resolve()),
         "synthetic": is_synthetic(resolve_dataset_root(Path(data_dir))),
         "dataset_fingerprint": fingerprint(images),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(REPO_ROOT),
         "devices": compute_devices(),
     }
     report(results, run_info, run)

@@ -46,6 +46,11 @@ def test_environment_values_are_parsed() -> None:
         ({"overrides": {"train.unknown_key": 1}}, "invalid configuration"),
         ({"overrides": {"gate.model": "vgg16"}}, "invalid configuration"),
         ({"config_file": Path("/no/such/file.yaml")}, "not found"),
+        ({"overrides": {"train.models": ["lstm"]}}, "gate.model must be one of train.models"),
+        ({"overrides": {"preprocess.test_fraction": 0.95}}, "val_fraction"),
+        ({"overrides": {"preprocess.image_size": 16}}, "image_size must be >= 32"),
+        ({"overrides": {"gate.threshold": 95}}, "gate.threshold must be in"),
+        ({"overrides": {"data.samples_per_class": 0}}, "samples_per_class"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(kwargs: dict, message: str) -> None:

@@ -25,7 +25,8 @@ def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 @pytest.fixture
 def gray() -> np.ndarray:
-    return np.tile(np.arange(0, 256, dtype=np.uint8), (64, 1))[:, :64].repeat(4, axis=1)
+    """A 64x256 ramp over the whole 8-bit range."""
+    return np.tile(np.arange(0, 256, dtype=np.uint8), (64, 1))
 
 
 def test_output_is_paper_tensor(gray: np.ndarray) -> None:
@@ -39,11 +40,13 @@ def test_modes_agree(gray: np.ndarray) -> None:
     base = preprocess_image(_png(Image.fromarray(gray)), 64)
     rgb = Image.fromarray(np.stack([gray] * 3, axis=2))
     sixteen = Image.fromarray(gray.astype(np.uint16) * 257)
+    twelve_in_sixteen = Image.fromarray(np.rint(gray * (4095 / 255)).astype(np.uint16))
     for variant in (
         rgb,
         rgb.convert("RGBA"),
         rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256),
         sixteen,
+        twelve_in_sixteen,
     ):
         assert np.abs(preprocess_image(_png(variant), 64) - base).max() < 0.02, variant.mode
     jpeg = preprocess_image(_png(Image.fromarray(gray), "JPEG"), 64)
