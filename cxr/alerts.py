@@ -6,9 +6,13 @@ from typing import Any
 
 import httpx
 
+from cxr.errors import PipelineError
 
-class AlertError(RuntimeError):
-    """The webhook did not accept the alert."""
+
+class AlertError(PipelineError):
+    """The webhook did not accept the alert (the Prefect event was still emitted)."""
+
+    exit_code = 7
 
 
 def alert_body(summary: dict[str, Any], model_tag: str) -> dict[str, Any]:

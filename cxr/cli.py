@@ -184,7 +184,8 @@ def monitor(
     webhook_url: Annotated[str | None, typer.Option(help="alert receiver")] = None,
     trigger_retraining: Annotated[bool | None, typer.Option()] = None,
 ) -> None:
-    """Run the monitoring flow once; exit 0 no drift, 5 drift, 6 not enough data."""
+    """Run the monitoring flow once; exit 0 no drift, 5 drift (alerted), 6 not enough
+    data, 7 drift but the webhook refused the alert, 2 bad input."""
     from flows.monitoring import monitoring_flow
 
     try:
@@ -198,6 +199,8 @@ def monitor(
         )
     except PipelineError as error:
         _fail(error, error.exit_code)
+    except (ConfigError, FileNotFoundError) as error:
+        _fail(error, 2)
     typer.echo(json.dumps(result, indent=2, default=str))
     raise typer.Exit({"no_drift": 0, "drift": 5, "not_enough_data": 6}[result["status"]])
 
@@ -205,7 +208,10 @@ def monitor(
 @app.command()
 def deploy(
     data_dir: Annotated[
-        Path | None, typer.Option(help="dataset the scheduled retraining uses")
+        Path | None, typer.Option(help="dataset of the scheduled retraining (default: demo)")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="retraining profile (default: paper, demo without data)")
     ] = None,
     webhook_url: Annotated[str | None, typer.Option(help="drift alert receiver")] = None,
     pool: Annotated[str, typer.Option(help="process work pool")] = "cxr-local",
@@ -215,11 +221,20 @@ def deploy(
     import subprocess
     import sys
 
-    from cxr.config import REPO_ROOT
+    from cxr.config import REPO_ROOT, available_profiles
 
+    if data_dir is None:
+        from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
+
+        data_dir, profile = REPO_ROOT / DEMO_DIR / DATASET_DIRNAME, profile or "demo"
+        if not data_dir.is_dir():
+            write_demo_dataset(REPO_ROOT / DEMO_DIR)
+    profile = profile or "paper"
+    if profile not in available_profiles():
+        _fail(ValueError(f"unknown profile {profile!r}; choose from {available_profiles()}"), 2)
     prefect = [sys.executable, "-m", "prefect"]
     params = {
-        "scheduled-retraining": {"data_dir": str(data_dir.resolve())} if data_dir else {},
+        "scheduled-retraining": {"data_dir": str(data_dir.resolve()), "profile": profile},
         "drift-monitoring": {"webhook_url": webhook_url} if webhook_url else {},
     }
     commands = [[*prefect, "work-pool", "create", "--type", "process", pool, "--overwrite"]]

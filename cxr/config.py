@@ -116,6 +116,9 @@ class MonitorConfig(_Section):
     categorical_columns: list[str] = ["label"]
     column_p_value: float = Field(default=0.05, description="per-column test threshold")
     drift_share: float = Field(default=0.5, description="share of drifted columns = drift")
+    prediction_p_value: float = Field(
+        default=0.01, description="covid_probability alone below this p-value = drift"
+    )
     webhook_url: str | None = None
     trigger_retraining: bool = False
     retraining_deployment: str = "cxr-training/scheduled-retraining"

@@ -127,6 +127,12 @@ def detect_drift(
     summary.drift_share = share
     summary.drift_share_threshold = config.drift_share
     summary.drifted_columns = [c["column"] for c in columns if c["drifted"]]
-    summary.status = "drift" if share >= config.drift_share else "no_drift"
+    predictions_moved = any(
+        c["column"] == "covid_probability"
+        and c["p_value"] is not None
+        and c["p_value"] < config.prediction_p_value
+        for c in columns
+    )
+    summary.status = "drift" if share >= config.drift_share or predictions_moved else "no_drift"
     summary.report_html, summary.report_json = str(html), str(json_file)
     return summary

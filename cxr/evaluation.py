@@ -17,8 +17,10 @@ from sklearn.metrics import (
 )
 
 from cxr.dataset import load_arrays
+from cxr.errors import DataInputError
 
 PREDICT_BATCH = 32
+CHUNK = 256  # images decoded at a time by ``cxr evaluate`` (memory stays flat)
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -88,10 +90,18 @@ def evaluate_packaged(
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
     images = ingest(data_dir, config, seed)
     usable = images.loc[images["readable"]]
-    arrays = load_arrays(
-        usable["path"].tolist(), usable["label_index"].astype(int).tolist(), packaged.image_size
+    if usable.empty:
+        raise DataInputError(f"no readable images under {data_dir}")
+    paths, labels = usable["path"].tolist(), usable["label_index"].astype(int).tolist()
+    probabilities = np.concatenate(
+        [
+            predict_probabilities(
+                packaged.model,
+                load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x,
+            )
+            for i in range(0, len(paths), CHUNK)
+        ]
     )
-    probabilities = predict_probabilities(packaged.model, arrays.x)
     if predictions_csv is not None:
         usable[["path", "label"]].assign(covid_probability=probabilities).to_csv(
             predictions_csv, index=False
@@ -99,6 +109,6 @@ def evaluate_packaged(
     return {
         "model": packaged.tag,
         "data_dir": str(Path(data_dir).resolve()),
-        **compute_metrics(arrays.y, probabilities, packaged.decision_threshold),
+        **compute_metrics(labels, probabilities, packaged.decision_threshold),
         "unreadable": unreadable(images).to_dict("records"),
     }

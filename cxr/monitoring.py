@@ -9,6 +9,7 @@ import pandas as pd
 
 from cxr.config import Settings
 from cxr.drift import DriftSummary, detect_drift
+from cxr.errors import DataInputError
 from cxr.model_store import get_stored
 from cxr.prediction_log import create_log_engine, now, read_predictions
 from cxr.reference import REFERENCE_FILE
@@ -20,30 +21,44 @@ def load_reference(model_tag: str) -> tuple[str, pd.DataFrame]:
     stored = get_stored(model_tag)
     path = Path(stored.path_of(REFERENCE_FILE))
     if not path.is_file():
-        raise FileNotFoundError(f"model {stored.tag} has no {REFERENCE_FILE}; re-package it")
+        raise DataInputError(f"model {stored.tag} has no {REFERENCE_FILE}; re-package it")
     return str(stored.tag), pd.read_csv(path)
 
 
 def window_predictions(
-    log_url: str, model_tag: str, window_minutes: int, end: datetime | None = None
+    log_url: str, window_minutes: int, end: datetime | None = None
 ) -> tuple[pd.DataFrame, tuple[datetime, datetime]]:
-    """Predictions of ``model_tag`` logged in the last ``window_minutes`` before ``end``."""
+    """Predictions logged in the last ``window_minutes`` before ``end``."""
+    if log_url.startswith("sqlite:///"):
+        path = Path(log_url.removeprefix("sqlite:///")).expanduser()
+        if not path.is_file():
+            raise DataInputError(f"prediction log not found: {path.resolve()}")
     end = end or now()
     start = end - timedelta(minutes=window_minutes)
     engine = create_log_engine(log_url)
     try:
-        current = read_predictions(engine, start, end)
+        return read_predictions(engine, start, end), (start, end)
     finally:
         engine.dispose()
-    return current.loc[current["model_tag"] == model_tag].reset_index(drop=True), (start, end)
+
+
+def served_tag(configured: str, window: pd.DataFrame) -> str:
+    """The model to monitor: an explicit version as configured; for ``name:latest`` the
+    version the service logged last (a retraining does not change a running server)."""
+    name, _, version = configured.partition(":")
+    if version not in ("", "latest"):
+        return configured
+    logged = window.loc[window["model_tag"].str.split(":").str[0] == name, "model_tag"]
+    return str(logged.iloc[-1]) if len(logged) else configured
 
 
 def check_drift(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
     """Compare the window with the reference; reports and ``summary.json`` go to ``run``."""
-    tag, reference = load_reference(settings.serve.model_tag)
-    current, (start, end) = window_predictions(
-        settings.serve.prediction_log_url, tag, settings.monitor.window_minutes
+    window, (start, end) = window_predictions(
+        settings.serve.prediction_log_url, settings.monitor.window_minutes
     )
+    tag, reference = load_reference(served_tag(settings.serve.model_tag, window))
+    current = window.loc[window["model_tag"] == tag].reset_index(drop=True)
     current.to_csv(run.path("window.csv"), index=False)
     summary = detect_drift(
         reference, current, settings.monitor, (start.isoformat(), end.isoformat()), run.dir

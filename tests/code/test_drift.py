@@ -47,6 +47,15 @@ def test_shifted_images_and_predictions_are_drift(tmp_path: Path) -> None:
     assert "drift:" in summary.headline()
 
 
+def test_predictions_moving_alone_are_drift(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    reference, current = _frame(200, rng), _frame(80, rng)
+    current["covid_probability"] = rng.beta(8, 2, 80)  # images unchanged, answers flipped
+    summary = detect_drift(reference, current, MonitorConfig(), WINDOW, tmp_path)
+    assert summary.status == "drift" and "covid_probability" in summary.drifted_columns
+    assert summary.drift_share < 0.5
+
+
 def test_too_few_predictions_is_not_a_verdict(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     summary = detect_drift(_frame(200, rng), _frame(5, rng, 40), MonitorConfig(), WINDOW, tmp_path)

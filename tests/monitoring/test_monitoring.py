@@ -146,6 +146,16 @@ def test_too_few_predictions_is_reported_as_such(prefect_api, packaged_model, tm
     assert '"status": "not_enough_data"' in result.stdout
 
 
+def test_a_missing_prediction_log_is_a_clear_error(prefect_api, packaged_model, tmp_path) -> None:
+    log_url = f"sqlite:///{tmp_path / 'no-such-folder' / 'predictions.db'}"
+    result = run_cli(
+        "monitor", "--model", packaged_model, "--log-url", log_url, api_url=prefect_api
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "prediction log not found" in result.stderr
+    assert not (tmp_path / "no-such-folder").exists()
+
+
 def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -164,5 +174,6 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 0"]
     assert [s.schedule.cron for s in monitor.schedules] == ["*/15 * * * *"]
     assert retrain.parameters["data_dir"] == str(tmp_path.resolve())
+    assert retrain.parameters["profile"] == "paper"
     assert monitor.parameters["webhook_url"] == "http://127.0.0.1:9/x"
     assert monitor.parameters["window_minutes"] == 60

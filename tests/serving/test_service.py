@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +44,22 @@ def server(packaged_model: str, tmp_path_factory: pytest.TempPathFactory):
 
 def _predict(client: httpx.Client, data: bytes, name: str = "x.png", field: str = "image"):
     return client.post("/predict", files={field: (name, data, "application/octet-stream")})
+
+
+def _chunked_upload(client: httpx.Client, data: bytes) -> httpx.Response:
+    """A multipart upload sent with chunked transfer encoding (no Content-Length)."""
+    boundary = "cxr-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    return client.post("/predict", content=chunks, headers=headers)
 
 
 def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -83,18 +101,23 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
 
 def test_real_export_formats_are_accepted(server) -> None:
     client, _, _ = server
-    gray = Image.open(real_images("Normal", 1, offset=200)[0])
+    path = real_images("Normal", 1, offset=200)[0]
+    gray = Image.open(path)
     rgb = gray.convert("RGB")
-    variants = {
-        "rgb.png": _encode(rgb),
-        "rgba.png": _encode(rgb.convert("RGBA")),
-        "palette.png": _encode(gray.convert("P")),
-        "16bit.png": _encode(Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)),
-        "big.jpg": _encode(gray.resize((1024, 1024)), "JPEG"),
+    original = _predict(client, path.read_bytes()).json()["covid_probability"]
+    twelve_bit = np.rint(np.asarray(gray) * (4095 / 255)).astype(np.uint16)
+    variants = {  # name: (bytes, how far the answer may move from the 8-bit original's)
+        "rgb.png": (_encode(rgb), 1e-6),
+        "rgba.png": (_encode(rgb.convert("RGBA")), 1e-6),
+        "palette.png": (_encode(gray.convert("P")), 1e-6),
+        "16bit.png": (_encode(Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)), 1e-6),
+        "12bit-in-16.png": (_encode(Image.fromarray(twelve_bit)), 0.02),
+        "big.jpg": (_encode(gray.resize((1024, 1024)), "JPEG"), 0.05),
     }
-    for name, data in variants.items():
+    for name, (data, tolerance) in variants.items():
         answer = _predict(client, data, name)
         assert answer.status_code == 200, (name, answer.text)
+        assert abs(answer.json()["covid_probability"] - original) <= tolerance, name
 
 
 def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
@@ -113,7 +136,9 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
         assert answer.status_code == status, (name, answer.text)
         assert answer.json()["error"] and answer.json()["request_id"]
     over_limit = _predict(client, os.urandom(MAX_UPLOAD + 100_000))
-    assert over_limit.status_code == 413
+    assert over_limit.status_code == 413  # refused from the Content-Length header
+    chunked = _chunked_upload(client, os.urandom(MAX_UPLOAD + 1000))
+    assert chunked.status_code == 413, chunked.text  # no header: the service's own check
     assert _predict(client, good, field="file").status_code == 400  # wrong field name
     assert client.post("/predict").status_code == 400  # no body
     assert client.get("/livez").status_code == 200 and client.get("/readyz").status_code == 200
@@ -123,7 +148,7 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
     assert info["max_upload_bytes"] == MAX_UPLOAD
     assert _predict(client, good).status_code == 200
     after = count_rows(log)
-    assert after["rejections"] - before["rejections"] == len(handled)
+    assert after["rejections"] - before["rejections"] == len(handled) + 1  # + the chunked one
     assert after["predictions"] - before["predictions"] == 1
 
 
@@ -135,8 +160,30 @@ def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows(server) ->
         codes = list(pool.map(lambda i: _predict(client, images[i % 8]).status_code, range(64)))
     assert codes == [200] * 64
     assert count_rows(log)["predictions"] - before == 64
+
+    # Kill -9 in the middle of a load: every answered request has its row; at most the
+    # requests in flight (committed, answer not yet sent) add rows beyond them.
+    before = count_rows(log)["predictions"]
+    answered, stop = [], threading.Event()
+
+    def load(i: int) -> None:
+        while not stop.is_set():
+            try:
+                if _predict(client, images[i % 8]).status_code == 200:
+                    answered.append(1)
+            except httpx.HTTPError:
+                return
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
     running.stop(signal.SIGKILL)
-    assert count_rows(create_log_engine(str(log.url)))["predictions"] - before == 64
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    logged = count_rows(create_log_engine(str(log.url)))["predictions"] - before
+    assert len(answered) > 0 and len(answered) <= logged <= len(answered) + 16
 
 
 def test_cxr_serve_refuses_an_unknown_model() -> None:
