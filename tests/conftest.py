@@ -4,6 +4,7 @@ into the repository)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,13 @@ def prefect_server() -> str:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON document a ``cxr`` command prints last (logs may come before it)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
 
 
 def run_cli(*args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:

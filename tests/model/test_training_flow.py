@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import real_images, run_cli
+from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
 FAST = ["--profile", "demo", "--image-size", "32", "--epochs", "1"]
@@ -40,7 +40,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-threshold", "0"]
     result = run_cli(*args, "--runs-dir", str(runs), api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
-    tags = json.loads(result.stdout[result.stdout.rindex("\n{\n") :])
+    tags = last_json(result.stdout)
     run = _run_dir(runs)
 
     metrics = json.loads((run / "metrics.json").read_text())

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cxr.server_process import free_port, start_server
-from tests.conftest import TUBERCULOSIS, real_images, run_cli
+from tests.conftest import TUBERCULOSIS, last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +177,27 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     assert retrain.parameters["profile"] == "paper"
     assert monitor.parameters["webhook_url"] == "http://127.0.0.1:9/x"
     assert monitor.parameters["window_minutes"] == 60
+
+
+def test_drift_can_schedule_a_retraining_run(prefect_api, packaged_model, tmp_path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert run_cli("deploy", "--data-dir", str(tmp_path), api_url=prefect_api).returncode == 0
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    _serve_and_send(packaged_model, log_url, sorted(TUBERCULOSIS.glob("*.png"))[40:80])
+    result = run_cli(
+        "monitor", "--model", packaged_model, "--log-url", log_url, "--trigger-retraining",
+        api_url=prefect_api,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr[-3000:]
+    child = last_json(result.stdout)["alert"]
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        run = client.read_flow_run(child["retraining_flow_run_id"])
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["scheduled-retraining"])
+            )
+        )
+    assert run.id in {r.id for r in runs} and run.state.is_scheduled()
