@@ -45,6 +45,9 @@ class PreprocessConfig(_Section):
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     batch_size: int = 32
+    near_duplicate_distance: int = Field(
+        default=4, ge=0, le=64, description="dHash bits: closer images stay in one split"
+    )
 
 
 class ModelConfig(_Section):

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from cxr.config import PreprocessConfig
+from cxr.near_duplicates import near_duplicate_groups
 from cxr.preprocessing import preprocess_image
 
 SPLITS = ("train", "val", "test")
@@ -25,11 +26,19 @@ class Arrays:
 
 
 def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> pd.DataFrame:
-    """Readable images with a ``split`` column, stratified by label."""
+    """Readable images with ``group`` and ``split`` columns, stratified by label.
+
+    Near-duplicates (perceptual hashes within ``config.near_duplicate_distance`` bits)
+    form one group, and a group is never divided between splits.
+    """
     usable = images.loc[images["readable"]].reset_index(drop=True)
+    usable["group"] = near_duplicate_groups(
+        usable["dhash"].tolist(), config.near_duplicate_distance
+    )
+    groups = usable.drop_duplicates("group")[["group", "label_index"]]
     held_out = config.val_fraction + config.test_fraction
     train, rest = train_test_split(
-        usable, test_size=held_out, stratify=usable["label_index"], random_state=seed
+        groups, test_size=held_out, stratify=groups["label_index"], random_state=seed
     )
     val, test = train_test_split(
         rest,
@@ -37,9 +46,11 @@ def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> 
         stratify=rest["label_index"],
         random_state=seed,
     )
-    frames = dict(zip(SPLITS, (train, val, test), strict=True))
-    parts = [frame.assign(split=name) for name, frame in frames.items()]
-    return pd.concat(parts).sort_values(["split", "label", "path"]).reset_index(drop=True)
+    split_of: dict[int, str] = {}
+    for name, part in zip(SPLITS, (train, val, test), strict=True):
+        split_of.update(dict.fromkeys(part["group"], name))
+    usable["split"] = usable["group"].map(split_of)
+    return usable.sort_values(["split", "label", "path"]).reset_index(drop=True)
 
 
 def load_arrays(paths: list[str], labels: list[int], image_size: int) -> Arrays:

@@ -18,12 +18,13 @@ from cxr.config import DataConfig
 from cxr.demo_data import DATASET_DIRNAME
 from cxr.errors import DataInputError
 from cxr.image_stats import STAT_COLUMNS, image_statistics
+from cxr.near_duplicates import difference_hash
 from cxr.preprocessing import ImageDecodeError, decode_grayscale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 COLUMNS = [
     "path", "label", "label_index", "width", "height", "mode", "bytes", "sha256",
-    "readable", "error", *STAT_COLUMNS,
+    "readable", "error", "dhash", *STAT_COLUMNS,
 ]  # fmt: skip
 
 
@@ -63,7 +64,7 @@ def describe_image(path: Path) -> dict[str, object]:
         read_error = ""
     row: dict[str, object] = {
         "path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-        "width": None, "height": None, "mode": None, "readable": False, "error": "",
+        "width": None, "height": None, "mode": None, "readable": False, "error": "", "dhash": None,
         **dict.fromkeys(STAT_COLUMNS, float("nan")),
     }  # fmt: skip
     if read_error:
@@ -76,7 +77,7 @@ def describe_image(path: Path) -> dict[str, object]:
         return row
     row.update(
         height=int(gray.shape[0]), width=int(gray.shape[1]), mode=mode, readable=True,
-        **image_statistics(gray),
+        dhash=difference_hash(gray), **image_statistics(gray),
     )  # fmt: skip
     return row
 

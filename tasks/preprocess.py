@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from cxr.config import Settings
 from cxr.dataset import Arrays, split_arrays, split_dataset
+from cxr.near_duplicates import leakage_report
 from cxr.runs import Run
 from tasks.artifacts import publish_table
 
@@ -16,10 +17,17 @@ from tasks.artifacts import publish_table
 def preprocess_images(images: pd.DataFrame, settings: Settings, run: Run) -> dict[str, Arrays]:
     """Split 80/10/10 by seed, save ``split.csv``, and preprocess every image once."""
     split = split_dataset(images, settings.preprocess, settings.train.seed)
-    split[["path", "label", "label_index", "sha256", "split"]].to_csv(
+    split[["path", "label", "label_index", "sha256", "dhash", "group", "split"]].to_csv(
         run.path("split.csv"), index=False
     )
+    leakage = leakage_report(split, settings.preprocess.near_duplicate_distance)
+    run.update_json("metrics.json", near_duplicates=leakage)
+    publish_table("near-duplicates", [leakage], f"run {run.run_id}: near-duplicate leakage check")
+    logger = get_run_logger()
+    logger.info("near-duplicate check: %s", leakage)
+    if leakage["cross_split_pairs"]:
+        raise RuntimeError(f"near-duplicates cross splits despite grouping: {leakage}")
     counts = split.groupby(["split", "label"]).size().reset_index(name="images")
     publish_table("split", counts.to_dict("records"), f"run {run.run_id}: split sizes")
-    get_run_logger().info("split sizes:\n%s", counts.to_string(index=False))
+    logger.info("split sizes:\n%s", counts.to_string(index=False))
     return split_arrays(split, settings.preprocess.image_size)
