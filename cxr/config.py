@@ -46,7 +46,7 @@ class PreprocessConfig(_Section):
     test_fraction: float = 0.1
     batch_size: int = 32
     near_duplicate_distance: int = Field(
-        default=4, ge=0, le=64, description="dHash bits: closer images stay in one split"
+        default=10, ge=0, le=256, description="dHash bits: closer images stay in one split"
     )
 
 

