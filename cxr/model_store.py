@@ -1,7 +1,7 @@
-"""Packaged models in the BentoML model store: save, load, evaluate.
+"""Packaged models in the BentoML model store: save and load.
 
-Imported by the service, so it depends on config and preprocessing only (no Prefect,
-no training code).
+Imported by the service (no Prefect, no training code). Keras is imported only when a
+model is loaded, so the HTTP front of the service never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
-import keras
 
 from cxr.errors import DataInputError
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "serving.json"
@@ -78,6 +80,8 @@ def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
 
 def load_model(tag: str) -> PackagedModel:
     """Load a packaged model by tag (``name:version`` or ``name:latest``)."""
+    import keras
+
     stored = get_stored(tag)
     serving = read_serving_info(stored)
     return PackagedModel(
