@@ -37,6 +37,7 @@ def training_flow(
         profile, Path(config_file) if config_file else None, overrides
     )
     run = Run.create(settings.runs_dir, run_id)
+    commit = git_commit(REPO_ROOT)  # the code this run starts with
     run.write_json("config.json", settings.model_dump(mode="json"))
     print(f"run {run.run_id}: artifacts in {run.dir}")
 
@@ -54,7 +55,7 @@ def training_flow(
         "data_dir": str(Path(data_dir).resolve()),
         "synthetic": is_synthetic(resolve_dataset_root(Path(data_dir))),
         "dataset_fingerprint": fingerprint(images),
-        "git_commit": git_commit(REPO_ROOT),
+        "git_commit": commit,
         "devices": compute_devices(),
     }
     report(results, run_info, run)
