@@ -43,6 +43,17 @@ def demo_data(
     typer.echo(f"{SYNTHETIC_NOTICE}\nwrote {2 * per_class} images to {root}")
 
 
+def _demo_dataset() -> Path:
+    """The synthetic demo dataset in ``<repo>/data/demo``, written on first use."""
+    from cxr.config import REPO_ROOT
+    from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
+
+    root = REPO_ROOT / DEMO_DIR / DATASET_DIRNAME
+    if not root.is_dir():
+        write_demo_dataset(REPO_ROOT / DEMO_DIR)
+    return root
+
+
 def _overrides(**options: Any) -> dict[str, Any]:
     """CLI options -> dotted config overrides (unset options are left out)."""
     return {key: value for key, value in options.items() if value is not None}
@@ -75,11 +86,7 @@ def train(
 ) -> None:
     """Run the training flow: validate, train 3 models, evaluate, gate, package."""
     if data_dir is None:
-        from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
-
-        if not (DEMO_DIR / DATASET_DIRNAME).is_dir():
-            write_demo_dataset(DEMO_DIR)
-        data_dir, profile = DEMO_DIR, profile or "demo"
+        data_dir, profile = _demo_dataset(), profile or "demo"
         typer.secho(f"no --data-dir: using SYNTHETIC demo data in {data_dir}", fg="yellow")
     overrides = _overrides(
         **{
@@ -224,11 +231,7 @@ def deploy(
     from cxr.config import REPO_ROOT, available_profiles
 
     if data_dir is None:
-        from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
-
-        data_dir, profile = REPO_ROOT / DEMO_DIR / DATASET_DIRNAME, profile or "demo"
-        if not data_dir.is_dir():
-            write_demo_dataset(REPO_ROOT / DEMO_DIR)
+        data_dir, profile = _demo_dataset(), profile or "demo"
     profile = profile or "paper"
     if profile not in available_profiles():
         _fail(ValueError(f"unknown profile {profile!r}; choose from {available_profiles()}"), 2)
