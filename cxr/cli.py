@@ -43,6 +43,28 @@ def demo_data(
     typer.echo(f"{SYNTHETIC_NOTICE}\nwrote {2 * per_class} images to {root}")
 
 
+@app.command()
+def holdout(
+    data_dir: Annotated[Path, typer.Option(help="dataset folder (release or plain layout)")],
+    out: Annotated[Path, typer.Option(help="new folder for the pool/ and unseen/ link trees")],
+    per_class: Annotated[int, typer.Option(help="unseen images per class")] = 200,
+    seed: Annotated[int, typer.Option()] = 2026,
+) -> None:
+    """Set real images aside before any run: train on OUT/pool, evaluate on OUT/unseen."""
+    from cxr.config import load_settings
+    from cxr.holdout import make_holdout
+
+    settings = load_settings()
+    try:
+        summary = make_holdout(
+            data_dir, out, per_class, seed, settings.data.classes,
+            settings.preprocess.near_duplicate_distance,
+        )  # fmt: skip
+    except PipelineError as error:
+        _fail(error, error.exit_code)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 def _demo_dataset() -> Path:
     """The synthetic demo dataset in ``<repo>/data/demo``, written on first use."""
     from cxr.config import REPO_ROOT
@@ -80,6 +102,9 @@ def train(
     ] = None,
     gate_threshold: Annotated[float | None, typer.Option()] = None,
     runs_dir: Annotated[Path | None, typer.Option()] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="name of the run folder (default: time)")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. model.dropout=0.3")
     ] = None,
@@ -118,23 +143,27 @@ def train(
             profile=profile,
             config_file=str(config) if config else None,
             overrides=overrides,
+            run_id=run_id,
         )
     except PipelineError as error:
         _fail(error, error.exit_code)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
         _fail(error, 2)
     typer.echo(json.dumps(result, indent=2))
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="BentoML model tag, e.g. cxr-classifier:latest")],
+    model: Annotated[
+        str, typer.Option(help="BentoML model tag (cxr-classifier:latest) or a run's .keras file")
+    ],
     data_dir: Annotated[Path, typer.Option(help="dataset folder (release or plain layout)")],
     samples_per_class: Annotated[int | None, typer.Option(help="default: all images")] = None,
     seed: Annotated[int, typer.Option()] = 42,
     predictions: Annotated[
         Path | None, typer.Option(help="also write each image's probability to this CSV")
     ] = None,
+    output: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
 ) -> None:
     """Evaluate a packaged model on any dataset and print the metrics as JSON."""
     from cxr.evaluation import evaluate_packaged
@@ -143,7 +172,32 @@ def evaluate(
         metrics = evaluate_packaged(model, data_dir, samples_per_class, seed, predictions)
     except PipelineError as error:
         _fail(error, error.exit_code)
-    typer.echo(json.dumps(metrics, indent=2))
+    text = json.dumps(metrics, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
+def results(
+    runs_dir: Annotated[Path, typer.Option(help="folder of run folders to report")] = Path(
+        "runs/results"
+    ),
+    out: Annotated[Path, typer.Option(help="Markdown file; figures go beside it")] = Path(
+        "docs/RESULTS.md"
+    ),
+) -> None:
+    """Write the paper comparison over all runs in RUNS_DIR (mean ± sd over seeds)."""
+    from cxr.results import write_results
+
+    if not runs_dir.is_dir():
+        _fail(FileNotFoundError(f"runs folder not found: {runs_dir}"), 2)
+    try:
+        path = write_results(runs_dir, out)
+    except FileNotFoundError as error:
+        _fail(error, 2)
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

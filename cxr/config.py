@@ -65,12 +65,33 @@ class ModelConfig(_Section):
     )
 
 
+class AugmentationConfig(_Section):
+    """Random geometric and contrast changes of training images (off in the paper).
+
+    They run as Keras layers at the front of the model, active only while training, so
+    the saved model predicts on unchanged images."""
+
+    enabled: bool = False
+    translation: float = Field(default=0.05, ge=0, lt=1, description="fraction of side")
+    zoom: float = Field(default=0.1, ge=0, lt=1, description="fraction of side")
+    rotation: float = Field(default=0.03, ge=0, lt=1, description="fraction of a full turn")
+    contrast: float = Field(default=0.2, ge=0, lt=1)
+
+
 class TrainConfig(_Section):
     """Optimisation settings shared by all three models."""
 
     models: list[ModelName] = ["resnet50_lstm", "resnet50", "lstm"]
     epochs: int = 15
     learning_rate: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decay to 0 over the run after the warm-up"
+    )
+    warmup_epochs: int = Field(default=0, ge=0, description="linear warm-up from 0")
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="stop after this many epochs without a better monitor"
+    )
+    augmentation: AugmentationConfig = AugmentationConfig()
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     verbose: int = Field(default=2, description="Keras fit verbosity: 1 bar, 2 line/epoch")
@@ -152,6 +173,7 @@ class Settings(_Section):
             (self.preprocess.image_size < 32, "preprocess.image_size must be >= 32 (ResNet50)"),
             (not 0 <= self.gate.threshold <= 1, "gate.threshold must be in [0, 1]"),
             (not 0 < self.gate.decision_threshold < 1, "gate.decision_threshold in (0, 1)"),
+            (self.train.warmup_epochs >= self.train.epochs, "train.warmup_epochs < train.epochs"),
             (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
              "data.samples_per_class must be >= 1 or null"),
         ]  # fmt: skip

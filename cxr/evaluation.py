@@ -84,9 +84,9 @@ def evaluate_packaged(
     With ``predictions_csv``, each image's probability is written there too."""
     from cxr.config import DataConfig
     from cxr.ingestion import ingest, unreadable
-    from cxr.model_store import load_model
+    from cxr.model_store import load_any
 
-    packaged = load_model(tag)
+    packaged = load_any(tag)
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
     images = ingest(data_dir, config, seed)
     usable = images.loc[images["readable"]]

@@ -93,3 +93,31 @@ def load_model(tag: str) -> PackagedModel:
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
     )
+
+
+def load_checkpoint(path: Path) -> PackagedModel:
+    """A checkpoint of a run (``<run>/models/<name>.keras``) with the image size,
+    threshold and classes of that run's ``config.json`` — for models the gate did not ship."""
+    import keras
+
+    path = Path(path)
+    config_file = path.parent.parent / "config.json"
+    if not path.is_file() or not config_file.is_file():
+        raise DataInputError(f"{path} is not a checkpoint inside a run folder with config.json")
+    config = json.loads(config_file.read_text())
+    return PackagedModel(
+        tag=str(path),
+        model=keras.saving.load_model(path),
+        image_size=int(config["preprocess"]["image_size"]),
+        decision_threshold=float(config["gate"]["decision_threshold"]),
+        classes=list(config["data"]["classes"]),
+        metadata={"run_dir": str(path.parent.parent)},
+        path=path,
+    )
+
+
+def load_any(reference: str) -> PackagedModel:
+    """A packaged model by tag, or a run checkpoint by its ``.keras`` path."""
+    if reference.endswith(".keras"):
+        return load_checkpoint(Path(reference))
+    return load_model(reference)

@@ -7,16 +7,20 @@
   to 2x2 first (4 steps of 2048).
 - ``resnet50``: ResNet50 -> global average pooling -> Dropout -> sigmoid.
 - ``lstm``: an LSTM over image rows (each row of W pixels x 3 channels is one step).
+
+Recipe options (off in the paper profile): an ``augmentation`` block right after the
+input, active only while training, and a warm-up + cosine learning-rate schedule.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers
 
-from cxr.config import ModelConfig, ModelName, TrainConfig
+from cxr.config import AugmentationConfig, ModelConfig, ModelName, TrainConfig
 
 MODEL_NAMES: tuple[ModelName, ...] = ("resnet50_lstm", "resnet50", "lstm")
 
@@ -46,10 +50,20 @@ def _backbone(image_size: int, config: ModelConfig) -> keras.Model:
     return backbone
 
 
-def build_resnet50_lstm(image_size: int, config: ModelConfig) -> keras.Model:
-    """The proposed hybrid."""
+def _inputs(image_size: int, augmentation: AugmentationConfig | None) -> tuple[Any, Any]:
+    """The image input, and what the network reads: augmented while training if enabled."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    features = _backbone(image_size, config)(inputs)
+    if augmentation is None or not augmentation.enabled:
+        return inputs, inputs
+    return inputs, augmentation_block(augmentation)(inputs)
+
+
+def build_resnet50_lstm(
+    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+) -> keras.Model:
+    """The proposed hybrid."""
+    inputs, x = _inputs(image_size, augmentation)
+    features = _backbone(image_size, config)(x)
     if config.sequence_mode == "pooled2x2":
         features = layers.AdaptiveAveragePooling2D((2, 2), name="pool_2x2")(features)
     steps = features.shape[1] * features.shape[2]
@@ -62,24 +76,55 @@ def build_resnet50_lstm(image_size: int, config: ModelConfig) -> keras.Model:
     return keras.Model(inputs, outputs, name="resnet50_lstm")
 
 
-def build_resnet50(image_size: int, config: ModelConfig) -> keras.Model:
+def build_resnet50(
+    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+) -> keras.Model:
     """The CNN baseline."""
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _backbone(image_size, config)(inputs)
+    inputs, x = _inputs(image_size, augmentation)
+    x = _backbone(image_size, config)(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="covid_probability")(x)
     return keras.Model(inputs, outputs, name="resnet50")
 
 
-def build_lstm(image_size: int, config: ModelConfig) -> keras.Model:
+def build_lstm(
+    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+) -> keras.Model:
     """The RNN baseline: rows as time steps."""
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = layers.Reshape((image_size, image_size * 3), name="rows")(inputs)
+    inputs, x = _inputs(image_size, augmentation)
+    x = layers.Reshape((image_size, image_size * 3), name="rows")(x)
     x = layers.LSTM(config.baseline_lstm_units, name="lstm")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="covid_probability")(x)
     return keras.Model(inputs, outputs, name="lstm")
+
+
+def augmentation_block(config: AugmentationConfig) -> keras.Sequential:
+    """Random shift, zoom, rotation and contrast of [0, 1] images; identity at inference."""
+    return keras.Sequential(
+        [
+            layers.RandomTranslation(config.translation, config.translation, fill_mode="constant"),
+            layers.RandomZoom(config.zoom, fill_mode="constant"),
+            layers.RandomRotation(config.rotation, fill_mode="constant"),
+            layers.RandomContrast(config.contrast, value_range=(0.0, 1.0)),
+        ],
+        name="augmentation",
+    )
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | object:
+    """The optimiser's learning rate: a constant, or a (warm-up +) cosine schedule."""
+    if config.lr_schedule == "constant" and config.warmup_epochs == 0:
+        return config.learning_rate
+    warmup = config.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=max(1, (config.epochs * steps_per_epoch) - warmup),
+        alpha=1.0 if config.lr_schedule == "constant" else 0.0,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 _BUILDERS = {
@@ -90,14 +135,19 @@ _BUILDERS = {
 
 
 def build_model(
-    name: ModelName, image_size: int, model_config: ModelConfig, train_config: TrainConfig
+    name: ModelName,
+    image_size: int,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    steps_per_epoch: int = 1,
 ) -> keras.Model:
-    """Build and compile one of the three models (Adam, binary cross-entropy)."""
+    """Build and compile one of the three models (Adam, binary cross-entropy), with the
+    augmentation block in front when the training config enables it."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
-    model = _BUILDERS[name](image_size, model_config)
+    model = _BUILDERS[name](image_size, model_config, train_config.augmentation)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate(train_config, steps_per_epoch)),
         loss="binary_crossentropy",
         metrics=["accuracy"],
     )

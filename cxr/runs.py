@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cxr.config import ConfigError
 
 
 def new_run_id() -> str:
@@ -26,6 +29,10 @@ class Run:
     @classmethod
     def create(cls, runs_dir: Path, run_id: str | None = None) -> Run:
         run_id = run_id or new_run_id()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", run_id):
+            raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_', '-' only")
+        if (Path(runs_dir) / run_id).exists():
+            raise FileExistsError(f"run folder {Path(runs_dir) / run_id} exists; pick a new id")
         folder = Path(runs_dir).resolve() / run_id
         folder.mkdir(parents=True, exist_ok=False)
         return cls(run_id=run_id, dir=folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ def train_model(
     """Fit one model, save the best-validation checkpoint and restore it."""
     cfg = settings.train
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(name, settings.preprocess.image_size, settings.model, cfg)
+    steps_per_epoch = math.ceil(len(train.y) / settings.preprocess.batch_size)
+    model = build_model(name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
@@ -68,6 +70,12 @@ def train_model(
         ),
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_history.csv")),
     ]
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.checkpoint_monitor, mode=mode, patience=cfg.early_stopping_patience
+            )
+        )
     started = time.perf_counter()
     fit = model.fit(
         train.x,

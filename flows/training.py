@@ -3,6 +3,7 @@ evaluation -> gate -> packaging. This file only wires the stages together."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,16 @@ def training_flow(
     commit = git_commit(REPO_ROOT)  # the code this run starts with
     run.write_json("config.json", settings.model_dump(mode="json"))
     print(f"run {run.run_id}: artifacts in {run.dir}")
+    started = time.perf_counter()
+    try:
+        return _stages(Path(data_dir), settings, run, commit)
+    finally:  # the wall time is kept whether the gate passes or not
+        run.update_json("metrics.json", wall_seconds=round(time.perf_counter() - started, 1))
 
-    images = ingest_images(Path(data_dir), settings, run)
+
+def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[str, Any]:
+    """ingestion -> validation -> preprocessing -> training -> evaluation -> gate -> packaging."""
+    images = ingest_images(data_dir, settings, run)
     validate(images, settings, run)
     arrays = preprocess_images(images, settings, run)
     trained = {name: train(name, arrays, settings, run) for name in settings.train.models}
@@ -52,8 +61,8 @@ def training_flow(
         "run_id": run.run_id,
         "prefect_flow_run_id": str(flow_run.id),
         "profile": settings.profile,
-        "data_dir": str(Path(data_dir).resolve()),
-        "synthetic": is_synthetic(resolve_dataset_root(Path(data_dir))),
+        "data_dir": str(data_dir.resolve()),
+        "synthetic": is_synthetic(resolve_dataset_root(data_dir)),
         "dataset_fingerprint": fingerprint(images),
         "git_commit": commit,
         "devices": compute_devices(),

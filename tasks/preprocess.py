@@ -28,6 +28,9 @@ def preprocess_images(images: pd.DataFrame, settings: Settings, run: Run) -> dic
     if leakage["cross_split_pairs"]:
         raise RuntimeError(f"near-duplicates cross splits despite grouping: {leakage}")
     counts = split.groupby(["split", "label"]).size().reset_index(name="images")
+    run.update_json(
+        "metrics.json", split_sizes={k: int(v) for k, v in split["split"].value_counts().items()}
+    )
     publish_table("split", counts.to_dict("records"), f"run {run.run_id}: split sizes")
     logger.info("split sizes:\n%s", counts.to_string(index=False))
     return split_arrays(split, settings.preprocess.image_size)

@@ -57,3 +57,29 @@ def test_weights_options() -> None:
     assert resolve_weights("imagenet") == "imagenet"
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         resolve_weights("/no/such/weights.h5")
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine() -> None:
+    from cxr.models import learning_rate
+
+    config = TrainConfig(epochs=10, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=2)
+    schedule = learning_rate(config, steps_per_epoch=5)
+    at = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert at[0] == 0 and at[1] == pytest.approx(5e-4) and at[2] == pytest.approx(1e-3)
+    assert at[3] == pytest.approx(5e-4, rel=1e-3) and at[4] == pytest.approx(0, abs=1e-9)
+    flat = learning_rate(TrainConfig(warmup_epochs=1), steps_per_epoch=4)
+    assert float(flat(2)) == pytest.approx(5e-4) and float(flat(40)) == pytest.approx(1e-3)
+    assert learning_rate(TrainConfig(), steps_per_epoch=4) == 1e-3  # the paper: constant
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_augmentation_changes_training_inputs_only(name: str) -> None:
+    train = TrainConfig(augmentation={"enabled": True, "translation": 0.2, "contrast": 0.5})
+    model = build_model(name, 64, ModelConfig(), train)
+    assert model.layers[1].name == "augmentation"
+    augment = model.get_layer("augmentation")
+    x = np.random.default_rng(0).random((2, 64, 64, 3)).astype("float32")
+    assert np.array_equal(np.asarray(augment(x, training=False)), x)
+    assert not np.allclose(np.asarray(augment(x, training=True)), x)
+    first, second = model.predict(x, verbose=0), model.predict(x, verbose=0)
+    assert np.array_equal(first, second)

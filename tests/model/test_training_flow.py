@@ -38,10 +38,11 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     corrupt.write_bytes(good[:2000])
     runs = tmp_path / "runs"
     args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-threshold", "0"]
-    result = run_cli(*args, "--runs-dir", str(runs), api_url=prefect_server)
+    result = run_cli(*args, "--runs-dir", str(runs), "--run-id", "seed-1", api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
     tags = last_json(result.stdout)
     run = _run_dir(runs)
+    assert run.name == "seed-1"
 
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["models"]) == {"resnet50_lstm", "resnet50", "lstm"}
@@ -51,6 +52,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
         assert (run / "plots" / f"{name}_curves.png").is_file()
         assert (run / "plots" / f"{name}_confusion.png").is_file()
     assert metrics["gate"]["passed"] is True and metrics["synthetic"] is False
+    assert metrics["split_sizes"] == {"train": 48, "val": 6, "test": 6}
+    assert 0 < metrics["wall_seconds"] < 1200
     assert metrics["package"] == {"model_tag": tags["model_tag"], "bento_tag": tags["bento_tag"]}
     assert "ResNet50-LSTM | paper" in (run / "comparison.md").read_text()
     assert (run / "data_docs" / "index.html").is_file()
@@ -83,6 +86,22 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert report["n"] == 60 and report["model"] == tags["model_tag"]
     assert [row["path"].endswith("COVID-corrupt.png") for row in report["unreadable"]] == [True]
 
+    # a baseline the gate did not ship, by its checkpoint; then the report over runs
+    checkpoint = run / "models" / "lstm.keras"
+    unseen = run / "unseen" / "lstm.json"
+    args = ["evaluate", "--model", str(checkpoint), "--data-dir", str(small_real_dataset)]
+    evaluated = run_cli(*args, "--output", str(unseen))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(unseen.read_text())["n"] == 60
+    results = tmp_path / "docs" / "RESULTS.md"
+    done = run_cli("results", "--runs-dir", str(runs), "--out", str(results))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = results.read_text()
+    assert "`seed-1` | demo | 42 | 48/6/6 | 32 |" in text
+    assert "| LSTM | demo | seed 42 | 60 |" in text  # the unseen-image row
+    assert "| ResNet50-LSTM | paper | - | 100 | 0.95 |" in text
+    assert (tmp_path / "docs" / "results" / "curves_demo.png").is_file()
+
 
 def test_model_under_the_threshold_is_not_packaged(prefect_server, small_real_dataset, tmp_path):
     # A learning rate of 0 keeps the untrained model (here every answer falls on one side
@@ -93,7 +112,9 @@ def test_model_under_the_threshold_is_not_packaged(prefect_server, small_real_da
     args += ["--learning-rate", "0", "--gate-threshold", "0.95"]
     result = run_cli(*args, "--runs-dir", str(runs), api_url=prefect_server)
     assert result.returncode == 4, result.stderr[-3000:]
-    gate = json.loads((_run_dir(runs) / "metrics.json").read_text())["gate"]
+    metrics = json.loads((_run_dir(runs) / "metrics.json").read_text())
+    gate = metrics["gate"]
+    assert metrics["wall_seconds"] > 0  # recorded when the gate rejects too
     assert gate["value"] < 0.95 and gate["threshold"] == 0.95 and gate["passed"] is False
     assert "error: gate REJECTED: lstm test accuracy" in result.stderr
     assert "nothing was packaged" in result.stderr
@@ -122,5 +143,11 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path):
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
     bad_profile = run_cli("train", "--data-dir", str(tmp_path), "--profile", "x")
     assert bad_profile.returncode == 2 and "unknown profile" in bad_profile.stderr
+    bad_id = run_cli("train", "--data-dir", str(tmp_path), "--run-id", "../up")
+    assert bad_id.returncode == 2 and "run id '../up'" in bad_id.stderr
+    no_checkpoint = run_cli("evaluate", "--model", str(tmp_path / "x.keras"), "--data-dir", ".")
+    assert no_checkpoint.returncode == 2 and "not a checkpoint" in no_checkpoint.stderr
+    no_runs = run_cli("results", "--runs-dir", str(tmp_path))
+    assert no_runs.returncode == 2 and "no finished runs" in no_runs.stderr
     no_model = run_cli("evaluate", "--model", "nope:latest", "--data-dir", ".")
     assert no_model.returncode == 2 and "not found" in no_model.stderr

@@ -1,0 +1,315 @@
+"""Results across runs: read run folders, aggregate over seeds, write ``docs/RESULTS.md``.
+
+A run folder counts when it holds ``config.json`` and a ``metrics.json`` with trained
+models. Unseen-image evaluations are read from ``<run>/unseen/<model>.json`` (written by
+``cxr evaluate --output``). Nothing here is typed by hand: every number comes from a run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cxr.models import MODEL_NAMES  # noqa: E402
+from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
+
+
+@dataclass
+class RunRecord:
+    """What one finished training run left in its folder."""
+
+    run_id: str
+    dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    unseen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str:
+        return str(self.config.get("profile", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["train"]["seed"])
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        return self.metrics.get("models", {})
+
+
+def load_runs(runs_dir: Path) -> list[RunRecord]:
+    """Every finished run under ``runs_dir``, oldest first."""
+    records = []
+    for folder in sorted(Path(runs_dir).iterdir()):
+        config, metrics = folder / "config.json", folder / "metrics.json"
+        if not (config.is_file() and metrics.is_file()):
+            continue
+        data = json.loads(metrics.read_text())
+        if not data.get("models"):
+            continue
+        unseen = {
+            path.stem: json.loads(path.read_text())
+            for path in sorted((folder / "unseen").glob("*.json"))
+        }
+        records.append(RunRecord(folder.name, folder, json.loads(config.read_text()), data, unseen))
+    return records
+
+
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sd (n)' of the values, or '-' when there are none."""
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f} (n={len(values)})"
+
+
+def _ci(metrics: dict[str, Any]) -> str:
+    low, high = metrics["accuracy_ci95"]
+    return f"{metrics['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+
+
+def _confusion(c: dict[str, int]) -> str:
+    return f"{c['tp']} {c['fn']} / {c['fp']} {c['tn']}"
+
+
+def _profiles(runs: list[RunRecord]) -> list[str]:
+    return sorted({r.profile for r in runs}, key=lambda p: (p != "paper", p))
+
+
+def runs_table(runs: list[RunRecord]) -> list[str]:
+    """One row per run: settings that differ between profiles, time, gate outcome."""
+    lines = [
+        "| run | profile | seed | images train/val/test | image size | weights "
+        "| wall time (min) | per model (min) | gate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        sizes = r.metrics.get("split_sizes", {})
+        split = "/".join(str(sizes.get(s, "?")) for s in ("train", "val", "test"))
+        per_model = ", ".join(
+            f"{DISPLAY_NAMES[n]} {m['train_seconds'] / 60:.1f}" for n, m in r.models.items()
+        )
+        wall = r.metrics.get("wall_seconds")
+        gate = r.metrics.get("gate", {})
+        verdict = "passed" if gate.get("passed") else "rejected" if gate else "-"
+        lines.append(
+            f"| `{r.run_id}` | {r.profile} | {r.seed} | {split} "
+            f"| {r.config['preprocess']['image_size']} | {r.config['model']['backbone_weights']} "
+            f"| {wall / 60:.1f} | {per_model} | {verdict} |"
+            if wall is not None
+            else f"| `{r.run_id}` | {r.profile} | {r.seed} | {split} | - | - | - | {per_model} "
+            f"| {verdict} |"
+        )
+    return lines
+
+
+def table2(runs: list[RunRecord]) -> list[str]:
+    """Paper Table 2 beside the best-epoch numbers, mean ± sd over seeds."""
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    lines = [
+        "| model | source | train loss | train acc | val loss | val acc | best epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODEL_NAMES:
+        paper = TABLE2[name]
+        lines.append(
+            f"| {DISPLAY_NAMES[name]} | paper | "
+            + " | ".join(f"{paper[k]:.4f}" for k in keys)
+            + " | - |"
+        )
+        for profile in _profiles(runs):
+            chosen = [r.models[name] for r in runs if r.profile == profile and name in r.models]
+            if not chosen:
+                continue
+            cells = [mean_sd([m["best_epoch_metrics"][k] for m in chosen]) for k in keys]
+            epochs = ", ".join(str(m["best_epoch"]) for m in chosen)
+            lines.append(
+                f"| {DISPLAY_NAMES[name]} | {profile} | " + " | ".join(cells) + f" | {epochs} |"
+            )
+    return lines
+
+
+def table6(runs: list[RunRecord]) -> list[str]:
+    """Paper Tables 3-6 beside each run's test metrics and their mean ± sd."""
+    lines = [
+        "| model | source | run | n | accuracy (95% CI) | precision | recall | F1 | ROC AUC "
+        "| TP FN / FP TN |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in MODEL_NAMES:
+        p = TABLE6[name]
+        lines.append(
+            f"| {DISPLAY_NAMES[name]} | paper | - | 100 | {p['accuracy']:.2f} "
+            f"| {p['precision']:.2f} | {p['recall']:.2f} | {p['f1']:.2f} | - "
+            f"| {_confusion(p['confusion'])} |"
+        )
+        for profile in _profiles(runs):
+            chosen = [r for r in runs if r.profile == profile and name in r.models]
+            for r in chosen:
+                t = r.models[name]["test"]
+                auc = f"{t['roc_auc']:.4f}" if t.get("roc_auc") is not None else "-"
+                lines.append(
+                    f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {t['n']} | {_ci(t)} "
+                    f"| {t['precision']:.4f} | {t['recall']:.4f} | {t['f1']:.4f} | {auc} "
+                    f"| {_confusion(t['confusion'])} |"
+                )
+            if chosen:
+                tests = [r.models[name]["test"] for r in chosen]
+                cells = [
+                    mean_sd([t[k] for t in tests])
+                    for k in ("accuracy", "precision", "recall", "f1")
+                ]
+                lines.append(
+                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd** | - | "
+                    + " | ".join(cells)
+                    + " | - | - |"
+                )
+    return lines
+
+
+def unseen_table(runs: list[RunRecord]) -> list[str]:
+    """Accuracy on the images set aside before any run, per run and mean ± sd."""
+    lines = [
+        "| model | profile | run | n | accuracy (95% CI) | F1 | ROC AUC | TP FN / FP TN |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in MODEL_NAMES:
+        for profile in _profiles(runs):
+            chosen = [r for r in runs if r.profile == profile and name in r.unseen]
+            for r in chosen:
+                u = r.unseen[name]
+                auc = f"{u['roc_auc']:.4f}" if u.get("roc_auc") is not None else "-"
+                lines.append(
+                    f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {u['n']} | {_ci(u)} "
+                    f"| {u['f1']:.4f} | {auc} | {_confusion(u['confusion'])} |"
+                )
+            if chosen:
+                accuracy = mean_sd([r.unseen[name]["accuracy"] for r in chosen])
+                lines.append(
+                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd** | - | {accuracy} "
+                    "| - | - | - |"
+                )
+    return lines
+
+
+def plot_curves(runs: list[RunRecord], profile: str, path: Path) -> Path:
+    """Training and validation accuracy per epoch, one panel per model, one line per seed."""
+    chosen = [r for r in runs if r.profile == profile]
+    fig, axes = plt.subplots(1, len(MODEL_NAMES), figsize=(5 * len(MODEL_NAMES), 3.6))
+    for ax, name in zip(axes, MODEL_NAMES, strict=True):
+        for i, r in enumerate(chosen):
+            history = r.models.get(name, {}).get("history")
+            if not history:
+                continue
+            epochs = range(1, len(history["accuracy"]) + 1)
+            color = f"C{i}"
+            ax.plot(epochs, history["accuracy"], color=color, ls="--", lw=1)
+            ax.plot(epochs, history["val_accuracy"], color=color, lw=1.5, label=f"seed {r.seed}")
+        ax.set_title(f"{DISPLAY_NAMES[name]} ({profile})")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0.4, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (dashed: train, solid: validation)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def findings(runs: list[RunRecord]) -> list[str]:
+    """Plain statements of where each profile meets or falls short of the paper, and why."""
+    from cxr.evaluation import wilson_interval
+
+    low, high = wilson_interval(95, 100)
+    lines = [
+        f"- The paper's 0.95 comes from one run on 100 test images; its own 95% interval "
+        f"is {low:.3f}-{high:.3f}, and it reports no spread over seeds.",
+    ]
+    for profile in _profiles(runs):
+        chosen = [r for r in runs if r.profile == profile]
+        first = chosen[0].config
+        for name in MODEL_NAMES:
+            tests = [r.models[name]["test"]["accuracy"] for r in chosen if name in r.models]
+            unseen = [r.unseen[name]["accuracy"] for r in chosen if name in r.unseen]
+            if not tests:
+                continue
+            paper = float(TABLE6[name]["accuracy"])
+            mean = statistics.mean(tests)
+            verdict = "matches or beats" if mean >= paper else "falls short of"
+            seen = f"; unseen images {statistics.mean(unseen):.4f}" if unseen else ""
+            lines.append(
+                f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
+                f"{len(tests)} seed(s){seen} — {verdict} the paper's {paper:.2f}."
+            )
+        weights = first["model"]["backbone_weights"]
+        if weights == "none":
+            lines.append(
+                f"- `{profile}` starts ResNet50 from random weights: ImageNet weights cannot be "
+                "downloaded on this machine, while the paper very likely fine-tuned them."
+            )
+        size = first["preprocess"]["image_size"]
+        if size != 224:
+            lines.append(
+                f"- `{profile}` trains at {size}x{size} px instead of the paper's 224x224, to fit "
+                "the 60-minute budget of a 2-core CPU for all three models."
+            )
+    return lines
+
+
+def results_markdown(runs: list[RunRecord], figures_dir: Path, doc_dir: Path) -> str:
+    """The whole ``RESULTS.md``: runs, Tables 2-6, unseen images, curves, findings."""
+    profiles = _profiles(runs)
+    lines = [
+        "# Results: this project beside the paper",
+        "",
+        "Generated by `cxr results` from the run folders listed below — do not edit by hand.",
+        "Every accuracy carries its 95% Wilson interval; `mean ± sd` is over seeds.",
+        "",
+        "## Runs",
+        "",
+        *runs_table(runs),
+        "",
+        "## Table 2: best epoch (the checkpoint kept), train and validation",
+        "",
+        *table2(runs),
+        "",
+        "## Tables 3-6: held-out test split, COVID positive",
+        "",
+        *table6(runs),
+        "",
+        "## Real images no run ever saw",
+        "",
+        "Set aside with `cxr holdout` before any training (near-copies kept on one side), "
+        "evaluated with `cxr evaluate --model <run>/models/<model>.keras`.",
+        "",
+        *unseen_table(runs),
+        "",
+        "## Training curves",
+        "",
+    ]
+    for profile in profiles:
+        png = plot_curves(runs, profile, figures_dir / f"curves_{profile}.png")
+        lines += [f"![{profile} curves]({png.relative_to(doc_dir)})", ""]
+    lines += ["## Where this project stands against the paper, and why", "", *findings(runs), ""]
+    return "\n".join(lines)
+
+
+def write_results(runs_dir: Path, out: Path) -> Path:
+    """Read the runs under ``runs_dir`` and write the report to ``out`` (figures beside)."""
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (config.json + metrics.json) in {runs_dir}")
+    out = Path(out)
+    figures = out.parent / "results"
+    out.write_text(results_markdown(runs, figures, out.parent))
+    return out
