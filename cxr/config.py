@@ -92,6 +92,11 @@ class TrainConfig(_Section):
         default=None, ge=1, description="stop after this many epochs without a better monitor"
     )
     augmentation: AugmentationConfig = AugmentationConfig()
+    hybrid_backbone_from_baseline: bool = Field(
+        default=False,
+        description="train the ResNet50 baseline first and start the hybrid's ResNet50 from "
+        "its trained weights (domain pretraining on the training split)",
+    )
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     verbose: int = Field(default=2, description="Keras fit verbosity: 1 bar, 2 line/epoch")
@@ -174,6 +179,9 @@ class Settings(_Section):
             (not 0 <= self.gate.threshold <= 1, "gate.threshold must be in [0, 1]"),
             (not 0 < self.gate.decision_threshold < 1, "gate.decision_threshold in (0, 1)"),
             (self.train.warmup_epochs >= self.train.epochs, "train.warmup_epochs < train.epochs"),
+            (self.train.hybrid_backbone_from_baseline
+             and not {"resnet50", "resnet50_lstm"} <= set(self.train.models),
+             "train.hybrid_backbone_from_baseline needs resnet50 and resnet50_lstm in models"),
             (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
              "data.samples_per_class must be >= 1 or null"),
         ]  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keras
 
-from cxr.config import ModelName, Settings
+from cxr.config import ModelName, Settings, TrainConfig
 from cxr.dataset import Arrays
 from cxr.models import build_model
 
@@ -24,6 +24,7 @@ class TrainedModel:
     history: dict[str, list[float]]
     best_epoch: int
     seconds: float
+    backbone_init: str
 
 
 def compute_devices() -> dict[str, object]:
@@ -53,15 +54,44 @@ def best_epoch_index(history: dict[str, list[float]], monitor: str) -> int:
     return values.index(best)
 
 
+def training_order(config: TrainConfig) -> list[ModelName]:
+    """The models in training order: the ResNet50 baseline first when the hybrid starts
+    from its backbone."""
+    order = list(config.models)
+    if config.hybrid_backbone_from_baseline:
+        order.remove("resnet50")
+        order.insert(0, "resnet50")
+    return order
+
+
+def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: Path) -> Settings:
+    """Settings whose ResNet50 starts from the trained baseline's backbone, saved as a
+    weights file in the run (the same path a user-supplied weights file takes)."""
+    path = out_dir / "resnet50_backbone.weights.h5"
+    baseline.model.get_layer("resnet50").save_weights(path)
+    model = settings.model.model_copy(update={"backbone_weights": str(path)})
+    return settings.model_copy(update={"model": model})
+
+
 def train_model(
-    name: ModelName, train: Arrays, val: Arrays, settings: Settings, out_dir: Path
+    name: ModelName,
+    train: Arrays,
+    val: Arrays,
+    settings: Settings,
+    out_dir: Path,
+    baseline: TrainedModel | None = None,
 ) -> TrainedModel:
-    """Fit one model, save the best-validation checkpoint and restore it."""
+    """Fit one model, save the best-validation checkpoint and restore it. With
+    ``train.hybrid_backbone_from_baseline``, the hybrid starts from ``baseline``'s ResNet50."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name == "resnet50_lstm" and settings.train.hybrid_backbone_from_baseline:
+        if baseline is None:
+            raise ValueError("the hybrid starts from the ResNet50 baseline: train it first")
+        settings = with_baseline_backbone(settings, baseline, out_dir)
     cfg = settings.train
     keras.utils.set_random_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(train.y) / settings.preprocess.batch_size)
     model = build_model(name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
     callbacks = [
@@ -97,4 +127,5 @@ def train_model(
         history=history,
         best_epoch=best_epoch_index(history, cfg.checkpoint_monitor),
         seconds=seconds,
+        backbone_init="-" if name == "lstm" else settings.model.backbone_weights,
     )

@@ -14,7 +14,7 @@ from cxr.config import REPO_ROOT, Settings, load_settings
 from cxr.demo_data import is_synthetic
 from cxr.ingestion import fingerprint, resolve_dataset_root
 from cxr.runs import Run, git_commit
-from cxr.training import compute_devices
+from cxr.training import TrainedModel, compute_devices, training_order
 from tasks.evaluate import evaluate
 from tasks.gate import gate
 from tasks.ingest import ingest_images
@@ -53,7 +53,9 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
     images = ingest_images(data_dir, settings, run)
     validate(images, settings, run)
     arrays = preprocess_images(images, settings, run)
-    trained = {name: train(name, arrays, settings, run) for name in settings.train.models}
+    trained: dict[str, TrainedModel] = {}
+    for name in training_order(settings.train):
+        trained[name] = train(name, arrays, settings, run, baseline=trained.get("resnet50"))
     results = {
         name: evaluate(model, arrays["test"], settings, run) for name, model in trained.items()
     }

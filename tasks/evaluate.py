@@ -30,4 +30,5 @@ def evaluate(trained: TrainedModel, test: Arrays, settings: Settings, run: Run) 
         "%s test: accuracy %.4f (95%% CI %.3f-%.3f), F1 %.4f",
         name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
     )  # fmt: skip
-    return summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)
+    summary = summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)
+    return {**summary, "backbone_init": trained.backbone_init}

@@ -14,11 +14,20 @@ from tasks.artifacts import publish_image
 
 
 @task(name="train", task_run_name="train-{name}", cache_policy=NO_CACHE)
-def train(name: ModelName, arrays: dict[str, Arrays], settings: Settings, run: Run) -> TrainedModel:
-    """Fit one model with the paper's settings and keep its best-validation checkpoint."""
+def train(
+    name: ModelName,
+    arrays: dict[str, Arrays],
+    settings: Settings,
+    run: Run,
+    baseline: TrainedModel | None = None,
+) -> TrainedModel:
+    """Fit one model and keep its best-validation checkpoint (``baseline``: the trained
+    ResNet50 the hybrid may start from)."""
     logger = get_run_logger()
     logger.info("training %s on %s", name, compute_devices())
-    trained = train_model(name, arrays["train"], arrays["val"], settings, run.path("models"))
+    trained = train_model(
+        name, arrays["train"], arrays["val"], settings, run.path("models"), baseline
+    )
     curves = plot_training_curves(name, trained.history, run.path("plots", f"{name}_curves.png"))
     publish_image(f"{name}-training-curves", curves, f"run {run.run_id}: {name} loss/accuracy")
     logger.info("%s: best epoch %d in %.0f s", name, trained.best_epoch + 1, trained.seconds)
