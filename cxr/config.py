@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = Path(__file__).parent / "profiles"
 ENV_PREFIX = "CXR_"
 ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
+MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 
 
 class _Section(BaseModel):

@@ -22,8 +22,6 @@ from keras import layers
 
 from cxr.config import AugmentationConfig, ModelConfig, ModelName, TrainConfig
 
-MODEL_NAMES: tuple[ModelName, ...] = ("resnet50_lstm", "resnet50", "lstm")
-
 
 def resolve_weights(weights: str) -> str | None:
     """Map the config value to what ``keras.applications.ResNet50`` accepts."""

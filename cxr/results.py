@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxr.models import MODEL_NAMES  # noqa: E402
+from cxr.config import MODEL_NAMES  # noqa: E402
 from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
 
 
@@ -64,11 +64,20 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
 
 
 def mean_sd(values: list[float]) -> str:
-    """'mean ± sd (n)' of the values, or '-' when there are none."""
+    """'mean ± sd' of the values (sd 0 for one value), or '-' when there are none."""
     if not values:
         return "-"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {spread:.4f} (n={len(values)})"
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def _init(config: dict[str, Any]) -> str:
+    """How the ResNet50s of a run were initialised."""
+    weights = config["model"]["backbone_weights"]
+    start = "random" if weights == "none" else weights
+    if config["train"].get("hybrid_backbone_from_baseline"):
+        return f"{start}; hybrid from the baseline's backbone"
+    return start
 
 
 def _ci(metrics: dict[str, Any]) -> str:
@@ -87,7 +96,7 @@ def _profiles(runs: list[RunRecord]) -> list[str]:
 def runs_table(runs: list[RunRecord]) -> list[str]:
     """One row per run: settings that differ between profiles, time, gate outcome."""
     lines = [
-        "| run | profile | seed | images train/val/test | image size | weights "
+        "| run | profile | seed | images train/val/test | image size | ResNet50 init "
         "| wall time (min) | per model (min) | gate |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -102,7 +111,7 @@ def runs_table(runs: list[RunRecord]) -> list[str]:
         verdict = "passed" if gate.get("passed") else "rejected" if gate else "-"
         lines.append(
             f"| `{r.run_id}` | {r.profile} | {r.seed} | {split} "
-            f"| {r.config['preprocess']['image_size']} | {r.config['model']['backbone_weights']} "
+            f"| {r.config['preprocess']['image_size']} | {_init(r.config)} "
             f"| {wall / 60:.1f} | {per_model} | {verdict} |"
             if wall is not None
             else f"| `{r.run_id}` | {r.profile} | {r.seed} | {split} | - | - | - | {per_model} "
@@ -115,13 +124,13 @@ def table2(runs: list[RunRecord]) -> list[str]:
     """Paper Table 2 beside the best-epoch numbers, mean ± sd over seeds."""
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
     lines = [
-        "| model | source | train loss | train acc | val loss | val acc | best epoch |",
-        "|---|---|---|---|---|---|---|",
+        "| model | source | seeds | train loss | train acc | val loss | val acc | best epoch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in MODEL_NAMES:
         paper = TABLE2[name]
         lines.append(
-            f"| {DISPLAY_NAMES[name]} | paper | "
+            f"| {DISPLAY_NAMES[name]} | paper | 1 | "
             + " | ".join(f"{paper[k]:.4f}" for k in keys)
             + " | - |"
         )
@@ -132,7 +141,9 @@ def table2(runs: list[RunRecord]) -> list[str]:
             cells = [mean_sd([m["best_epoch_metrics"][k] for m in chosen]) for k in keys]
             epochs = ", ".join(str(m["best_epoch"]) for m in chosen)
             lines.append(
-                f"| {DISPLAY_NAMES[name]} | {profile} | " + " | ".join(cells) + f" | {epochs} |"
+                f"| {DISPLAY_NAMES[name]} | {profile} | {len(chosen)} | "
+                + " | ".join(cells)
+                + f" | {epochs} |"
             )
     return lines
 
@@ -168,7 +179,8 @@ def table6(runs: list[RunRecord]) -> list[str]:
                     for k in ("accuracy", "precision", "recall", "f1")
                 ]
                 lines.append(
-                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd** | - | "
+                    f"| {DISPLAY_NAMES[name]} | {profile} "
+                    f"| **mean ± sd, {len(chosen)} seeds** | - | "
                     + " | ".join(cells)
                     + " | - | - |"
                 )
@@ -178,8 +190,9 @@ def table6(runs: list[RunRecord]) -> list[str]:
 def unseen_table(runs: list[RunRecord]) -> list[str]:
     """Accuracy on the images set aside before any run, per run and mean ± sd."""
     lines = [
-        "| model | profile | run | n | accuracy (95% CI) | F1 | ROC AUC | TP FN / FP TN |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | profile | run | model evaluated | n | accuracy (95% CI) | F1 | ROC AUC "
+        "| TP FN / FP TN |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in MODEL_NAMES:
         for profile in _profiles(runs):
@@ -187,15 +200,19 @@ def unseen_table(runs: list[RunRecord]) -> list[str]:
             for r in chosen:
                 u = r.unseen[name]
                 auc = f"{u['roc_auc']:.4f}" if u.get("roc_auc") is not None else "-"
+                which = (
+                    "checkpoint" if u["model"].endswith(".keras") else f"packaged `{u['model']}`"
+                )
                 lines.append(
-                    f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {u['n']} | {_ci(u)} "
+                    f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {which} | {u['n']} "
+                    f"| {_ci(u)} "
                     f"| {u['f1']:.4f} | {auc} | {_confusion(u['confusion'])} |"
                 )
             if chosen:
                 accuracy = mean_sd([r.unseen[name]["accuracy"] for r in chosen])
                 lines.append(
-                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd** | - | {accuracy} "
-                    "| - | - | - |"
+                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd, {len(chosen)} seeds** "
+                    f"| - | - | {accuracy} | - | - | - |"
                 )
     return lines
 
@@ -251,11 +268,17 @@ def findings(runs: list[RunRecord]) -> list[str]:
                 f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
                 f"{len(tests)} seed(s){seen} — {verdict} the paper's {paper:.2f}."
             )
-        weights = first["model"]["backbone_weights"]
-        if weights == "none":
+        if first["model"]["backbone_weights"] == "none":
             lines.append(
                 f"- `{profile}` starts ResNet50 from random weights: ImageNet weights cannot be "
                 "downloaded on this machine, while the paper very likely fine-tuned them."
+            )
+        if first["train"].get("hybrid_backbone_from_baseline"):
+            lines.append(
+                f"- In `{profile}` the hybrid's ResNet50 starts from the ResNet50 baseline trained "
+                "just before it in the same run (same training split): the hybrid has had more "
+                "training than the baseline it is compared with, as it would with ImageNet "
+                "weights in the paper."
             )
         size = first["preprocess"]["image_size"]
         if size != 224:

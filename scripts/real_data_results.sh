@@ -15,7 +15,7 @@ PROFILES=${PROFILES:-recipe}
 SEEDS=${SEEDS:-"1 2 3"}
 UNSEEN_PER_CLASS=${UNSEEN_PER_CLASS:-200}
 CXR=${CXR:-.venv/bin/cxr}
-MODELS="resnet50_lstm resnet50 lstm"
+PYTHON=${PYTHON:-.venv/bin/python}
 
 if [ ! -d "$WORK/holdout" ]; then
   "$CXR" holdout --data-dir "$DATA" --out "$WORK/holdout" --per-class "$UNSEEN_PER_CLASS"
@@ -24,21 +24,34 @@ fi
 for profile in $PROFILES; do
   for seed in $SEEDS; do
     run_id="$profile-seed$seed-$(date -u +%Y%m%d-%H%M%S)"
-    run_dir="$WORK/runs/$run_id"
     status=0
     "$CXR" train --profile "$profile" --data-dir "$WORK/holdout/pool" --seed "$seed" \
-      --runs-dir "$WORK/runs" --run-id "$run_id" > "$WORK/$run_id.train.json" || status=$?
+      --runs-dir "$WORK/runs" --run-id "$run_id" > "$WORK/$run_id.train.log" || status=$?
     echo "run $run_id: cxr train exit $status"
-    [ "$status" -eq 0 ] || [ "$status" -eq 4 ] || exit "$status"  # 4: gate rejected
-    for model in $MODELS; do
-      reference="$run_dir/models/$model.keras"
-      if [ "$status" -eq 0 ] && [ "$model" = resnet50_lstm ]; then
-        reference=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model_tag"])' \
-          "$WORK/$run_id.train.json")
-      fi
-      "$CXR" evaluate --model "$reference" --data-dir "$WORK/holdout/unseen" \
-        --output "$run_dir/unseen/$model.json" > /dev/null
-    done
+    [ "$status" -eq 0 ] || [ "$status" -eq 4 ] || exit "$status"  # 4: the gate rejected
+  done
+done
+
+# every model of every run not evaluated yet: the packaged one by its tag, others by checkpoint
+for run_dir in "$WORK"/runs/*/; do
+  for checkpoint in "$run_dir"models/*.keras; do
+    [ -f "$checkpoint" ] || continue
+    model=$(basename "$checkpoint" .keras)
+    out="$run_dir/unseen/$model.json"
+    [ -f "$out" ] && continue
+    reference=$("$PYTHON" - "$run_dir" "$model" "$checkpoint" <<'PY'
+import json, sys
+from pathlib import Path
+run, model, checkpoint = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+metrics = json.loads((run / "metrics.json").read_text())
+config = json.loads((run / "config.json").read_text())
+shipped = "package" in metrics and config["gate"]["model"] == model
+print(metrics["package"]["model_tag"] if shipped else checkpoint)
+PY
+)
+    echo "unseen images: $model of $(basename "$run_dir") ($reference)"
+    "$CXR" evaluate --model "$reference" --data-dir "$WORK/holdout/unseen" --output "$out" \
+      > /dev/null
   done
 done
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.config import ModelConfig, TrainConfig
-from cxr.models import MODEL_NAMES, build_model, resolve_weights
+from cxr.config import MODEL_NAMES, ModelConfig, TrainConfig
+from cxr.models import build_model, resolve_weights
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
