@@ -8,7 +8,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 export GX_ANALYTICS_ENABLED ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test lint format clean
+.PHONY: run test results lint format clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# docs/RESULTS.md from real data: ~30 min per seed on 2 CPU cores (scripts/real_data_results.sh)
+results: $(STAMP)
+	scripts/real_data_results.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -93,10 +93,20 @@ class TrainConfig(_Section):
         default=None, ge=1, description="stop after this many epochs without a better monitor"
     )
     augmentation: AugmentationConfig = AugmentationConfig()
+    mixed_precision: bool = Field(
+        default=False,
+        description="compute in bfloat16, keep weights in float32 (about 2x faster at 96 px "
+        "and up on CPUs with AVX512-BF16/AMX, and on GPUs)",
+    )
     hybrid_backbone_from_baseline: bool = Field(
         default=False,
         description="train the ResNet50 baseline first and start the hybrid's ResNet50 from "
         "its trained weights (domain pretraining on the training split)",
+    )
+    fine_tune_learning_rate: float | None = Field(
+        default=None,
+        description="peak learning rate of the hybrid when it starts from the baseline's "
+        "backbone (default: learning_rate); lower keeps the learned features",
     )
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"

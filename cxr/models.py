@@ -70,7 +70,7 @@ def build_resnet50_lstm(
         last = i == len(config.lstm_units) - 1
         x = layers.LSTM(units, return_sequences=not last, name=f"lstm_{units}_{i}")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="covid_probability")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
     return keras.Model(inputs, outputs, name="resnet50_lstm")
 
 
@@ -82,7 +82,7 @@ def build_resnet50(
     x = _backbone(image_size, config)(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="covid_probability")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
     return keras.Model(inputs, outputs, name="resnet50")
 
 
@@ -94,7 +94,7 @@ def build_lstm(
     x = layers.Reshape((image_size, image_size * 3), name="rows")(x)
     x = layers.LSTM(config.baseline_lstm_units, name="lstm")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="covid_probability")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
     return keras.Model(inputs, outputs, name="lstm")
 
 
@@ -143,7 +143,12 @@ def build_model(
     augmentation block in front when the training config enables it."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
-    model = _BUILDERS[name](image_size, model_config, train_config.augmentation)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if train_config.mixed_precision else "float32")
+    try:
+        model = _BUILDERS[name](image_size, model_config, train_config.augmentation)
+    finally:
+        keras.config.set_dtype_policy(previous)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(train_config, steps_per_epoch)),
         loss="binary_crossentropy",

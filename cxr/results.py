@@ -252,6 +252,12 @@ def findings(runs: list[RunRecord]) -> list[str]:
         f"- The paper's 0.95 comes from one run on 100 test images; its own 95% interval "
         f"is {low:.3f}-{high:.3f}, and it reports no spread over seeds.",
     ]
+    if "paper" not in _profiles(runs):
+        lines.append(
+            "- No run of the `paper` profile is in these run folders: one takes 85-112 min on "
+            "a 2-core CPU. The one made is in `docs/REAL_DATA_RUN.md` (random init, test "
+            "accuracy 0.51, rejected by the gate)."
+        )
     for profile in _profiles(runs):
         chosen = [r for r in runs if r.profile == profile]
         first = chosen[0].config

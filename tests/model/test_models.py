@@ -83,3 +83,13 @@ def test_augmentation_changes_training_inputs_only(name: str) -> None:
     assert not np.allclose(np.asarray(augment(x, training=True)), x)
     first, second = model.predict(x, verbose=0), model.predict(x, verbose=0)
     assert np.array_equal(first, second)
+
+
+def test_mixed_precision_computes_in_bfloat16_and_answers_in_float32() -> None:
+    model = build_model("resnet50_lstm", 64, ModelConfig(), TrainConfig(mixed_precision=True))
+    backbone = model.get_layer("resnet50")
+    assert backbone.layers[2].compute_dtype == "bfloat16"  # the first convolution
+    assert backbone.layers[2].variable_dtype == "float32"
+    out = model(np.random.rand(2, 64, 64, 3).astype("float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # nothing else is affected
