@@ -9,7 +9,8 @@
 - ``lstm``: an LSTM over image rows (each row of W pixels x 3 channels is one step).
 
 Recipe options (off in the paper profile): an ``augmentation`` block right after the
-input, active only while training, and a warm-up + cosine learning-rate schedule.
+input, active only while training; a warm-up + cosine learning-rate schedule; bfloat16
+compute with float32 weights and a float32 output (``train.mixed_precision``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from cxr.training import train_model, training_order
 from tests.conftest import real_images
 
 pytestmark = pytest.mark.slow
-TRAIN_PER_CLASS, VAL_PER_CLASS = 150, 50
+TRAIN_PER_CLASS, VAL_PER_CLASS = 200, 50
+BRIEF = {"train.epochs": 8, "preprocess.image_size": 64}  # the recipe, shorter and smaller
 
 
 def _arrays(offset: int, per_class: int, image_size: int):
@@ -27,7 +28,7 @@ def _arrays(offset: int, per_class: int, image_size: int):
 
 
 def test_recipe_learns_on_a_small_real_subset(tmp_path: Path) -> None:
-    settings = load_settings("recipe", overrides={"train.epochs": 6}, environ={})
+    settings = load_settings("recipe", overrides=BRIEF, environ={})
     size = settings.preprocess.image_size
     train = _arrays(0, TRAIN_PER_CLASS, size)
     val = _arrays(TRAIN_PER_CLASS, VAL_PER_CLASS, size)  # different images
