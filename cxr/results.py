@@ -64,11 +64,16 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
 
 
 def mean_sd(values: list[float]) -> str:
-    """'mean ± sd' of the values (sd 0 for one value), or '-' when there are none."""
+    """'mean ± sd' of the values, the value alone when there is one, '-' when none."""
     if not values:
         return "-"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def _init(config: dict[str, Any]) -> str:
@@ -83,6 +88,10 @@ def _init(config: dict[str, Any]) -> str:
 def _ci(metrics: dict[str, Any]) -> str:
     low, high = metrics["accuracy_ci95"]
     return f"{metrics['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+
+
+def _auc(metrics: dict[str, Any]) -> str:
+    return f"{metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else "-"
 
 
 def _confusion(c: dict[str, int]) -> str:
@@ -166,10 +175,9 @@ def table6(runs: list[RunRecord]) -> list[str]:
             chosen = [r for r in runs if r.profile == profile and name in r.models]
             for r in chosen:
                 t = r.models[name]["test"]
-                auc = f"{t['roc_auc']:.4f}" if t.get("roc_auc") is not None else "-"
                 lines.append(
                     f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {t['n']} | {_ci(t)} "
-                    f"| {t['precision']:.4f} | {t['recall']:.4f} | {t['f1']:.4f} | {auc} "
+                    f"| {t['precision']:.4f} | {t['recall']:.4f} | {t['f1']:.4f} | {_auc(t)} "
                     f"| {_confusion(t['confusion'])} |"
                 )
             if chosen:
@@ -180,7 +188,7 @@ def table6(runs: list[RunRecord]) -> list[str]:
                 ]
                 lines.append(
                     f"| {DISPLAY_NAMES[name]} | {profile} "
-                    f"| **mean ± sd, {len(chosen)} seeds** | - | "
+                    f"| **mean ± sd, {_seeds(len(chosen))}** | - | "
                     + " | ".join(cells)
                     + " | - | - |"
                 )
@@ -199,19 +207,18 @@ def unseen_table(runs: list[RunRecord]) -> list[str]:
             chosen = [r for r in runs if r.profile == profile and name in r.unseen]
             for r in chosen:
                 u = r.unseen[name]
-                auc = f"{u['roc_auc']:.4f}" if u.get("roc_auc") is not None else "-"
                 which = (
                     "checkpoint" if u["model"].endswith(".keras") else f"packaged `{u['model']}`"
                 )
                 lines.append(
                     f"| {DISPLAY_NAMES[name]} | {profile} | seed {r.seed} | {which} | {u['n']} "
                     f"| {_ci(u)} "
-                    f"| {u['f1']:.4f} | {auc} | {_confusion(u['confusion'])} |"
+                    f"| {u['f1']:.4f} | {_auc(u)} | {_confusion(u['confusion'])} |"
                 )
             if chosen:
                 accuracy = mean_sd([r.unseen[name]["accuracy"] for r in chosen])
                 lines.append(
-                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd, {len(chosen)} seeds** "
+                    f"| {DISPLAY_NAMES[name]} | {profile} | **mean ± sd, {_seeds(len(chosen))}** "
                     f"| - | - | {accuracy} | - | - | - |"
                 )
     return lines
@@ -272,7 +279,7 @@ def findings(runs: list[RunRecord]) -> list[str]:
             seen = f"; unseen images {statistics.mean(unseen):.4f}" if unseen else ""
             lines.append(
                 f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
-                f"{len(tests)} seed(s){seen} — {verdict} the paper's {paper:.2f}."
+                f"{_seeds(len(tests))}{seen} — {verdict} the paper's {paper:.2f}."
             )
         if first["model"]["backbone_weights"] == "none":
             lines.append(

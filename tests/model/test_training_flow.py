@@ -98,7 +98,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert done.returncode == 0, done.stderr[-3000:]
     text = results.read_text()
     assert "`seed-1` | demo | 42 | 48/6/6 | 32 |" in text
-    assert "| LSTM | demo | seed 42 | 60 |" in text  # the unseen-image row
+    assert "| LSTM | demo | seed 42 | checkpoint | 60 |" in text  # the unseen-image row
     assert "| ResNet50-LSTM | paper | - | 100 | 0.95 |" in text
     assert (tmp_path / "docs" / "results" / "curves_demo.png").is_file()
 
