@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # docs/RESULTS.md from real data: ~30 min per seed on 2 CPU cores (scripts/real_data_results.sh)
 results: $(STAMP)
-	scripts/real_data_results.sh
+	CXR=$(BIN)/cxr PYTHON=$(BIN)/python scripts/real_data_results.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

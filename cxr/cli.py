@@ -182,7 +182,7 @@ def evaluate(
 @app.command()
 def results(
     runs_dir: Annotated[Path, typer.Option(help="folder of run folders to report")] = Path(
-        "runs/results"
+        "runs/results/runs"
     ),
     out: Annotated[Path, typer.Option(help="Markdown file; figures go beside it")] = Path(
         "docs/RESULTS.md"

@@ -105,6 +105,7 @@ class TrainConfig(_Section):
     )
     fine_tune_learning_rate: float | None = Field(
         default=None,
+        gt=0,
         description="peak learning rate of the hybrid when it starts from the baseline's "
         "backbone (default: learning_rate); lower keeps the learned features",
     )

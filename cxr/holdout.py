@@ -24,27 +24,33 @@ PARTS = ("pool", "unseen")
 
 
 def choose_unseen(images: pd.DataFrame, per_class: int, near_distance: int, seed: int) -> pd.Series:
-    """True for the rows set aside: ``per_class`` images of each class, whole groups."""
+    """True for the rows set aside: ``per_class`` images of each class, in whole
+    near-copy groups. Groups that mix labels stay in the pool."""
     groups = near_duplicate_groups(images["dhash"].tolist(), near_distance)
+    labels = images["label"].to_numpy()
     unseen = np.zeros(len(images), dtype=bool)
     rng = np.random.default_rng(seed)
-    for label in images["label"].unique():
-        of_class = np.flatnonzero(images["label"].to_numpy() == label)
+    for label in sorted(set(labels)):
+        of_class = np.flatnonzero(labels == label)
         if len(of_class) <= per_class:
             raise DataInputError(
                 f"class {label!r} has {len(of_class)} readable images; "
                 f"cannot set {per_class} aside and still train"
             )
-        class_groups = np.unique(groups[of_class])
         taken = 0
-        for group in rng.permutation(class_groups):
+        for group in rng.permutation(np.unique(groups[of_class])):
             members = np.flatnonzero(groups == group)
-            if taken + len(members) > per_class:
+            if (labels[members] != label).any() or taken + len(members) > per_class:
                 continue
             unseen[members] = True
             taken += len(members)
             if taken == per_class:
                 break
+        if taken < per_class:
+            raise DataInputError(
+                f"could set only {taken} {label!r} images aside in whole near-copy groups, "
+                f"not {per_class}; ask for fewer"
+            )
     return pd.Series(unseen, index=images.index)
 
 

@@ -102,12 +102,18 @@ def load_checkpoint(path: Path) -> PackagedModel:
 
     path = Path(path)
     config_file = path.parent.parent / "config.json"
-    if not path.is_file() or not config_file.is_file():
+    if not path.is_file():
+        raise DataInputError(f"checkpoint not found: {path}")
+    if not config_file.is_file():
         raise DataInputError(f"{path} is not a checkpoint inside a run folder with config.json")
     config = json.loads(config_file.read_text())
+    try:
+        model = keras.saving.load_model(path)
+    except (OSError, ValueError) as error:
+        raise DataInputError(f"cannot load checkpoint {path}: {error}") from error
     return PackagedModel(
         tag=str(path),
-        model=keras.saving.load_model(path),
+        model=model,
         image_size=int(config["preprocess"]["image_size"]),
         decision_threshold=float(config["gate"]["decision_threshold"]),
         classes=list(config["data"]["classes"]),

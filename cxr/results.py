@@ -76,10 +76,15 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
+def _random_init(config: dict[str, Any]) -> bool:
+    """Whether the run's ResNet50 started from random weights (see ``resolve_weights``)."""
+    return str(config["model"]["backbone_weights"]).lower() in ("none", "random", "")
+
+
 def _init(config: dict[str, Any]) -> str:
     """How the ResNet50s of a run were initialised."""
     weights = config["model"]["backbone_weights"]
-    start = "random" if weights == "none" else weights
+    start = "random" if _random_init(config) else weights
     if config["train"].get("hybrid_backbone_from_baseline"):
         return f"{start}; hybrid from the baseline's backbone"
     return start
@@ -281,7 +286,7 @@ def findings(runs: list[RunRecord]) -> list[str]:
                 f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
                 f"{_seeds(len(tests))}{seen} — {verdict} the paper's {paper:.2f}."
             )
-        if first["model"]["backbone_weights"] == "none":
+        if _random_init(first):
             lines.append(
                 f"- `{profile}` starts ResNet50 from random weights: ImageNet weights cannot be "
                 "downloaded on this machine, while the paper very likely fine-tuned them."
@@ -296,8 +301,8 @@ def findings(runs: list[RunRecord]) -> list[str]:
         size = first["preprocess"]["image_size"]
         if size != 224:
             lines.append(
-                f"- `{profile}` trains at {size}x{size} px instead of the paper's 224x224, to fit "
-                "the 60-minute budget of a 2-core CPU for all three models."
+                f"- `{profile}` trains at {size}x{size} px instead of the paper's 224x224 "
+                "(fewer pixels, less detail, much less compute)."
             )
     return lines
 

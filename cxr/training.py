@@ -71,7 +71,8 @@ def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: 
     path = out_dir / "resnet50_backbone.weights.h5"
     baseline.model.get_layer("resnet50").save_weights(path)
     model = settings.model.model_copy(update={"backbone_weights": str(path)})
-    rate = settings.train.fine_tune_learning_rate or settings.train.learning_rate
+    rate = settings.train.fine_tune_learning_rate
+    rate = settings.train.learning_rate if rate is None else rate
     train = settings.train.model_copy(update={"learning_rate": rate})
     return settings.model_copy(update={"model": model, "train": train})
 

@@ -17,7 +17,7 @@ UNSEEN_PER_CLASS=${UNSEEN_PER_CLASS:-200}
 CXR=${CXR:-.venv/bin/cxr}
 PYTHON=${PYTHON:-.venv/bin/python}
 
-if [ ! -d "$WORK/holdout" ]; then
+if [ ! -f "$WORK/holdout/holdout.csv" ]; then  # written last; cxr holdout refuses a partial one
   "$CXR" holdout --data-dir "$DATA" --out "$WORK/holdout" --per-class "$UNSEEN_PER_CLASS"
 fi
 
@@ -46,9 +46,11 @@ run, model, checkpoint = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 metrics = json.loads((run / "metrics.json").read_text())
 config = json.loads((run / "config.json").read_text())
 shipped = "package" in metrics and config["gate"]["model"] == model
-print(metrics["package"]["model_tag"] if shipped else checkpoint)
+if metrics.get("models"):  # a run that stopped before evaluation is not reported
+    print(metrics["package"]["model_tag"] if shipped else checkpoint)
 PY
 )
+    [ -n "$reference" ] || continue
     echo "unseen images: $model of $(basename "$run_dir") ($reference)"
     "$CXR" evaluate --model "$reference" --data-dir "$WORK/holdout/unseen" --output "$out" \
       > /dev/null

@@ -146,7 +146,7 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path):
     bad_id = run_cli("train", "--data-dir", str(tmp_path), "--run-id", "../up")
     assert bad_id.returncode == 2 and "run id '../up'" in bad_id.stderr
     no_checkpoint = run_cli("evaluate", "--model", str(tmp_path / "x.keras"), "--data-dir", ".")
-    assert no_checkpoint.returncode == 2 and "not a checkpoint" in no_checkpoint.stderr
+    assert no_checkpoint.returncode == 2 and "checkpoint not found" in no_checkpoint.stderr
     no_runs = run_cli("results", "--runs-dir", str(tmp_path))
     assert no_runs.returncode == 2 and "no finished runs" in no_runs.stderr
     no_model = run_cli("evaluate", "--model", "nope:latest", "--data-dir", ".")
