@@ -112,10 +112,13 @@ def augmentation_block(config: AugmentationConfig) -> keras.Sequential:
     )
 
 
-def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | object:
-    """The optimiser's learning rate: a constant, or a (warm-up +) cosine schedule."""
+def learning_rate(config: TrainConfig, steps_per_epoch: int | None) -> float | object:
+    """The optimiser's learning rate: a constant, or a (warm-up +) cosine schedule, which
+    needs the number of steps per epoch."""
     if config.lr_schedule == "constant" and config.warmup_epochs == 0:
         return config.learning_rate
+    if not steps_per_epoch:
+        raise ValueError("a learning-rate schedule needs steps_per_epoch")
     warmup = config.warmup_epochs * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else config.learning_rate,
@@ -138,7 +141,7 @@ def build_model(
     image_size: int,
     model_config: ModelConfig,
     train_config: TrainConfig,
-    steps_per_epoch: int = 1,
+    steps_per_epoch: int | None = None,
 ) -> keras.Model:
     """Build and compile one of the three models (Adam, binary cross-entropy), with the
     augmentation block in front when the training config enables it."""

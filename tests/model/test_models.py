@@ -70,6 +70,8 @@ def test_learning_rate_warms_up_then_follows_a_cosine() -> None:
     flat = learning_rate(TrainConfig(warmup_epochs=1), steps_per_epoch=4)
     assert float(flat(2)) == pytest.approx(5e-4) and float(flat(40)) == pytest.approx(1e-3)
     assert learning_rate(TrainConfig(), steps_per_epoch=4) == 1e-3  # the paper: constant
+    with pytest.raises(ValueError, match="needs steps_per_epoch"):
+        learning_rate(config, steps_per_epoch=None)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -16,7 +16,7 @@ from cxr.training import train_model, training_order
 from tests.conftest import real_images
 
 pytestmark = pytest.mark.slow
-TRAIN_PER_CLASS, VAL_PER_CLASS = 200, 50
+TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 200, 50, 50
 BRIEF = {"train.epochs": 8, "preprocess.image_size": 64}  # the recipe, shorter and smaller
 
 
@@ -32,11 +32,12 @@ def test_recipe_learns_on_a_small_real_subset(tmp_path: Path) -> None:
     size = settings.preprocess.image_size
     train = _arrays(0, TRAIN_PER_CLASS, size)
     val = _arrays(TRAIN_PER_CLASS, VAL_PER_CLASS, size)  # different images
+    test = _arrays(TRAIN_PER_CLASS + VAL_PER_CLASS, TEST_PER_CLASS, size)  # never seen
     assert training_order(settings.train)[0] == "resnet50"
     baseline = train_model("resnet50", train, val, settings, tmp_path)
     hybrid = train_model("resnet50_lstm", train, val, settings, tmp_path, baseline)
     assert hybrid.backbone_init.endswith("resnet50_backbone.weights.h5")
     for trained in (baseline, hybrid):
-        accuracy = compute_metrics(val.y, predict_probabilities(trained.model, val.x), 0.5)
-        # chance is 0.5; on 100 images 0.75 is five standard errors above it
-        assert accuracy["accuracy"] >= 0.75, (trained.name, accuracy, trained.history)
+        accuracy = compute_metrics(test.y, predict_probabilities(trained.model, test.x), 0.5)
+        # chance is 0.5; on 100 images 0.7 is four standard errors above it
+        assert accuracy["accuracy"] >= 0.7, (trained.name, accuracy, trained.history)
