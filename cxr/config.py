@@ -19,6 +19,8 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 ENV_PREFIX = "CXR_"
 ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
 MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
+ResNetStage = Literal["conv1", "conv2", "conv3", "conv4", "conv5"]
+RANDOM_INIT = ("none", "random", "")  # values of model.backbone_weights meaning random init
 
 
 class _Section(BaseModel):
@@ -64,6 +66,11 @@ class ModelConfig(_Section):
     bn_momentum: float | None = Field(
         default=None, description="override ResNet50 batch-norm momentum (Keras: 0.99)"
     )
+    backbone_trainable_from: ResNetStage = Field(
+        default="conv1",
+        description="first ResNet50 stage that trains; earlier stages keep their loaded "
+        "weights and batch-norm statistics (for pretrained weights only)",
+    )
 
 
 class AugmentationConfig(_Section):
@@ -102,6 +109,11 @@ class TrainConfig(_Section):
         default=False,
         description="train the ResNet50 baseline first and start the hybrid's ResNet50 from "
         "its trained weights (domain pretraining on the training split)",
+    )
+    hybrid_trainable_from: ResNetStage = Field(
+        default="conv1",
+        description="with hybrid_backbone_from_baseline: first ResNet50 stage the hybrid "
+        "fine-tunes (conv5: only the last stage and the LSTM head train)",
     )
     fine_tune_learning_rate: float | None = Field(
         default=None,
@@ -194,6 +206,9 @@ class Settings(_Section):
             (self.train.hybrid_backbone_from_baseline
              and not {"resnet50", "resnet50_lstm"} <= set(self.train.models),
              "train.hybrid_backbone_from_baseline needs resnet50 and resnet50_lstm in models"),
+            (self.model.backbone_trainable_from != "conv1"
+             and self.model.backbone_weights.lower() in RANDOM_INIT,
+             "model.backbone_trainable_from needs pretrained model.backbone_weights"),
             (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
              "data.samples_per_class must be >= 1 or null"),
         ]  # fmt: skip

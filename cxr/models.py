@@ -21,12 +21,12 @@ from typing import Any
 import keras
 from keras import layers
 
-from cxr.config import AugmentationConfig, ModelConfig, ModelName, TrainConfig
+from cxr.config import RANDOM_INIT, AugmentationConfig, ModelConfig, ModelName, TrainConfig
 
 
 def resolve_weights(weights: str) -> str | None:
     """Map the config value to what ``keras.applications.ResNet50`` accepts."""
-    if weights.lower() in ("none", "random", ""):
+    if weights.lower() in RANDOM_INIT:
         return None
     if weights.lower() == "imagenet":
         return "imagenet"
@@ -46,6 +46,10 @@ def _backbone(image_size: int, config: ModelConfig) -> keras.Model:
         for layer in backbone.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = config.bn_momentum
+    first = int(config.backbone_trainable_from[-1])
+    for layer in backbone.layers:  # names: conv1_*, pool1_*, conv2_block1_*, ..., conv5_*
+        if layer.name[:4] in ("conv", "pool"):
+            layer.trainable = int(layer.name[4]) >= first
     return backbone
 
 

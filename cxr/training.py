@@ -67,10 +67,16 @@ def training_order(config: TrainConfig) -> list[ModelName]:
 def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: Path) -> Settings:
     """Settings whose ResNet50 starts from the trained baseline's backbone, saved as a
     weights file in the run (the same path a user-supplied weights file takes), and
-    whose learning rate is ``train.fine_tune_learning_rate`` when set."""
+    which fine-tunes from stage ``train.hybrid_trainable_from`` at
+    ``train.fine_tune_learning_rate`` when set."""
     path = out_dir / "resnet50_backbone.weights.h5"
     baseline.model.get_layer("resnet50").save_weights(path)
-    model = settings.model.model_copy(update={"backbone_weights": str(path)})
+    model = settings.model.model_copy(
+        update={
+            "backbone_weights": str(path),
+            "backbone_trainable_from": settings.train.hybrid_trainable_from,
+        }
+    )
     rate = settings.train.fine_tune_learning_rate
     rate = settings.train.learning_rate if rate is None else rate
     train = settings.train.model_copy(update={"learning_rate": rate})

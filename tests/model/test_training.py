@@ -37,3 +37,34 @@ def test_recipe_settings_are_checked() -> None:
 
     with pytest.raises(ConfigError, match="needs resnet50 and resnet50_lstm"):
         load_settings("recipe", overrides={"train.models": ["resnet50_lstm"]}, environ={})
+    with pytest.raises(ConfigError, match="needs pretrained model.backbone_weights"):
+        load_settings("paper", overrides={"model.backbone_trainable_from": "conv4"}, environ={})
+
+
+def test_hybrid_fine_tunes_only_the_stages_asked_for(tmp_path: Path) -> None:
+    settings = load_settings(
+        "recipe",
+        overrides={"preprocess.image_size": 32, "train.hybrid_trainable_from": "conv5"},
+        environ={},
+    )
+    baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
+    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
+    tuned = with_baseline_backbone(settings, trained, tmp_path)
+    hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, steps_per_epoch=10)
+    backbone = hybrid.get_layer("resnet50")
+    trainable = {layer.name[:5] for layer in backbone.layers if layer.trainable and layer.weights}
+    assert trainable == {"conv5"}
+    frozen_before = [w.copy() for w in backbone.get_layer("conv4_block6_2_conv").get_weights()]
+    tuned_before = [w.copy() for w in backbone.get_layer("conv5_block3_2_conv").get_weights()]
+    bn_before = [w.copy() for w in backbone.get_layer("conv2_block1_1_bn").get_weights()]
+    x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+    y = np.array([0, 1] * 4, dtype=np.float32)
+    hybrid.fit(x, y, batch_size=2, epochs=1, verbose=0)  # step 0 of the warm-up has rate 0
+    frozen_after = backbone.get_layer("conv4_block6_2_conv").get_weights()
+    bn_after = backbone.get_layer("conv2_block1_1_bn").get_weights()  # moving statistics too
+    tuned_after = backbone.get_layer("conv5_block3_2_conv").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(frozen_before, frozen_after, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(bn_before, bn_after, strict=True))
+    assert not np.array_equal(tuned_before[0], tuned_after[0])
+    # the baseline itself trains every stage
+    assert all(layer.trainable for layer in baseline.get_layer("resnet50").layers)
