@@ -133,6 +133,12 @@ class GateConfig(_Section):
     metric: Literal["accuracy", "f1", "roc_auc"] = "accuracy"
     threshold: float = 0.95
     decision_threshold: float = Field(default=0.5, description="P(COVID) cut-off")
+    calibrate_threshold: bool = Field(
+        default=False,
+        description="choose each model's P(COVID) cut-off on the validation split (the "
+        "middle of the cut-offs with the best validation accuracy) instead of "
+        "decision_threshold; the test split is never used for it",
+    )
 
 
 class PackagingConfig(_Section):

@@ -60,6 +60,18 @@ def compute_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> d
     }
 
 
+def choose_threshold(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+    """The P(COVID) cut-off with the best accuracy on (validation) labels, and that
+    accuracy. Candidates are 0.5 and the midpoints between neighbouring probabilities;
+    of the best ones the median is taken, away from the examples on either side."""
+    y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=np.float64)
+    values = np.unique(prob)
+    candidates = np.unique(np.concatenate([[0.5], (values[:-1] + values[1:]) / 2]))
+    accuracy = np.array([np.mean((prob >= c) == y_true) for c in candidates])
+    best = candidates[accuracy == accuracy.max()]
+    return float(best[(len(best) - 1) // 2]), float(accuracy.max())
+
+
 def summarize_model(
     history: dict[str, list[float]], best_epoch: int, seconds: float, test: dict[str, object]
 ) -> dict[str, object]:

@@ -96,8 +96,9 @@ def load_model(tag: str) -> PackagedModel:
 
 
 def load_checkpoint(path: Path) -> PackagedModel:
-    """A checkpoint of a run (``<run>/models/<name>.keras``) with the image size,
-    threshold and classes of that run's ``config.json`` — for models the gate did not ship."""
+    """A checkpoint of a run (``<run>/models/<name>.keras``) with the image size and
+    classes of that run's ``config.json`` and the decision threshold the run evaluated it
+    with (``metrics.json``) — for models the gate did not ship."""
     import keras
 
     path = Path(path)
@@ -107,6 +108,11 @@ def load_checkpoint(path: Path) -> PackagedModel:
     if not config_file.is_file():
         raise DataInputError(f"{path} is not a checkpoint inside a run folder with config.json")
     config = json.loads(config_file.read_text())
+    threshold = float(config["gate"]["decision_threshold"])
+    metrics_file = path.parent.parent / "metrics.json"
+    if metrics_file.is_file():  # the cut-off the run evaluated this model with
+        evaluated = json.loads(metrics_file.read_text()).get("models", {}).get(path.stem, {})
+        threshold = float(evaluated.get("test", {}).get("threshold", threshold))
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError) as error:
@@ -115,7 +121,7 @@ def load_checkpoint(path: Path) -> PackagedModel:
         tag=str(path),
         model=model,
         image_size=int(config["preprocess"]["image_size"]),
-        decision_threshold=float(config["gate"]["decision_threshold"]),
+        decision_threshold=threshold,
         classes=list(config["data"]["classes"]),
         metadata={"run_dir": str(path.parent.parent)},
         path=path,

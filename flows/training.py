@@ -57,7 +57,8 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
     for name in training_order(settings.train):
         trained[name] = train(name, arrays, settings, run, baseline=trained.get("resnet50"))
     results = {
-        name: evaluate(model, arrays["test"], settings, run) for name, model in trained.items()
+        name: evaluate(model, arrays["val"], arrays["test"], settings, run)
+        for name, model in trained.items()
     }
     run_info = {
         "run_id": run.run_id,

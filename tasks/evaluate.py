@@ -1,4 +1,5 @@
-"""Evaluation task: test-set metrics and confusion matrix of one trained model."""
+"""Evaluation task: the decision threshold (configured, or chosen on the validation split),
+then test-set metrics and confusion matrix of one trained model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from prefect.cache_policies import NO_CACHE
 
 from cxr.config import Settings
 from cxr.dataset import Arrays
-from cxr.evaluation import compute_metrics, predict_probabilities, summarize_model
+from cxr.evaluation import (
+    choose_threshold,
+    compute_metrics,
+    predict_probabilities,
+    summarize_model,
+)
 from cxr.reporting import plot_confusion
 from cxr.runs import Run
 from cxr.training import TrainedModel
@@ -16,11 +22,18 @@ from tasks.artifacts import publish_image
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}", cache_policy=NO_CACHE)
-def evaluate(trained: TrainedModel, test: Arrays, settings: Settings, run: Run) -> dict:
+def evaluate(
+    trained: TrainedModel, val: Arrays, test: Arrays, settings: Settings, run: Run
+) -> dict:
     """Metrics on the held-out test split (COVID positive)."""
     name = trained.name
+    threshold = {"value": settings.gate.decision_threshold, "chosen_on": "config"}
+    if settings.gate.calibrate_threshold:
+        value, val_accuracy = choose_threshold(val.y, predict_probabilities(trained.model, val.x))
+        threshold = {"value": value, "chosen_on": "validation", "val_accuracy": val_accuracy}
+        get_run_logger().info("%s: cut-off %.3f chosen on validation", name, value)
     probabilities = predict_probabilities(trained.model, test.x)
-    metrics = compute_metrics(test.y, probabilities, settings.gate.decision_threshold)
+    metrics = compute_metrics(test.y, probabilities, threshold["value"])
     pd.DataFrame(
         {"path": test.paths, "label_index": test.y.astype(int), "covid_probability": probabilities}
     ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
@@ -31,4 +44,4 @@ def evaluate(trained: TrainedModel, test: Arrays, settings: Settings, run: Run) 
         name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
     )  # fmt: skip
     summary = summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)
-    return {**summary, "backbone_init": trained.backbone_init}
+    return {**summary, "backbone_init": trained.backbone_init, "decision_threshold": threshold}

@@ -24,7 +24,12 @@ def package_model(
     run: Run,
 ) -> dict[str, str | None]:
     """Save the gated model with its monitoring reference (test split statistics and
-    predictions) to the BentoML store and build the bento; print the tags."""
+    predictions) to the BentoML store and build the bento; print the tags. The model
+    ships with the decision threshold its test metrics were computed with."""
+    threshold = results[trained.name]["test"]["threshold"]  # configured or calibrated
+    settings = settings.model_copy(
+        update={"gate": settings.gate.model_copy(update={"decision_threshold": threshold})}
+    )
     test_predictions = pd.read_csv(run.path("predictions", f"{trained.name}_test.csv"))
     reference = build_reference(
         images, test_predictions, settings.data.classes, settings.gate.decision_threshold

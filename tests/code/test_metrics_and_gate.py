@@ -9,7 +9,7 @@ import pytest
 
 from cxr.config import GateConfig
 from cxr.errors import GateRejectedError
-from cxr.evaluation import compute_metrics, wilson_interval
+from cxr.evaluation import choose_threshold, compute_metrics, wilson_interval
 from cxr.gate import decide, enforce
 
 
@@ -28,6 +28,24 @@ def test_wilson_interval_matches_reference() -> None:
     low, high = wilson_interval(95, 100)
     assert (round(low, 3), round(high, 3)) == (0.888, 0.978)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_threshold_chosen_on_validation_sits_between_the_classes() -> None:
+    # a model whose COVID probabilities all sit low: 0.5 calls every COVID image Normal
+    y = np.array([1, 1, 1, 0, 0, 0])
+    prob = np.array([0.40, 0.35, 0.30, 0.10, 0.05, 0.20])
+    threshold, accuracy = choose_threshold(y, prob)
+    assert accuracy == 1.0 and 0.20 < threshold < 0.30
+    assert compute_metrics(y, prob, threshold)["accuracy"] == 1.0
+
+
+def test_threshold_between_separated_classes_and_on_ties() -> None:
+    y = np.array([1, 0, 1, 0])
+    prob = np.array([0.9, 0.1, 0.8, 0.2])
+    threshold, accuracy = choose_threshold(y, prob)
+    assert accuracy == 1.0 and 0.2 < threshold < 0.8  # any cut-off between the classes
+    tied = np.array([0.5, 0.5, 0.5, 0.5])
+    assert choose_threshold(y, tied) == (0.5, 0.5)
 
 
 def test_auc_is_none_with_one_class() -> None:

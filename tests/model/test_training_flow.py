@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxr.model_store import read_serving_info
 from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     corrupt.write_bytes(good[:2000])
     runs = tmp_path / "runs"
     args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-threshold", "0"]
+    args += ["--set", "gate.calibrate_threshold=true"]
     result = run_cli(*args, "--runs-dir", str(runs), "--run-id", "seed-1", api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
     tags = last_json(result.stdout)
@@ -49,6 +51,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     for name, model in metrics["models"].items():
         assert model["test"]["n"] == 6 and 0 <= model["test"]["accuracy"] <= 1
         assert len(model["test"]["accuracy_ci95"]) == 2
+        assert model["decision_threshold"]["chosen_on"] == "validation"
+        assert model["test"]["threshold"] == model["decision_threshold"]["value"]
         assert (run / "plots" / f"{name}_curves.png").is_file()
         assert (run / "plots" / f"{name}_confusion.png").is_file()
     assert metrics["gate"]["passed"] is True and metrics["synthetic"] is False
@@ -71,6 +75,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert stored.info.metadata["run_id"] == run.name
     assert stored.info.metadata["dataset_fingerprint"] == metrics["dataset_fingerprint"]
     assert stored.info.metadata["git_commit"]
+    shipped_threshold = metrics["models"]["resnet50_lstm"]["test"]["threshold"]
+    assert read_serving_info(stored)["decision_threshold"] == shipped_threshold
     reference = pd.read_csv(Path(stored.path) / "reference.csv")
     assert len(reference) == 6 and reference["covid_probability"].between(0, 1).all()
     assert {"label", "actual_label", "width", "mode", "mean_intensity", "entropy"} <= set(
@@ -93,6 +99,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     evaluated = run_cli(*args, "--output", str(unseen))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(unseen.read_text())["n"] == 60
+    lstm_threshold = metrics["models"]["lstm"]["test"]["threshold"]
+    assert json.loads(unseen.read_text())["threshold"] == lstm_threshold
     results = tmp_path / "docs" / "RESULTS.md"
     done = run_cli("results", "--runs-dir", str(runs), "--out", str(results))
     assert done.returncode == 0, done.stderr[-3000:]
