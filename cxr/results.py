@@ -1,12 +1,16 @@
 """Results across runs: read run folders, aggregate over seeds, write ``docs/RESULTS.md``.
 
 A run folder counts when it holds ``config.json`` and a ``metrics.json`` with trained
-models. Unseen-image evaluations are read from ``<run>/unseen/<model>.json`` (written by
+models. Runs are grouped by profile and by the settings that shape results: a run whose
+settings differ from the profile as it is now (an earlier version, a ``--set``) is
+reported as its own variant, ``<profile> (<6 hex digits>)``, never averaged in.
+Unseen-image evaluations are read from ``<run>/unseen/<model>.json`` (written by
 ``cxr evaluate --output``). Nothing here is typed by hand: every number comes from a run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -31,10 +35,13 @@ class RunRecord:
     config: dict[str, Any]
     metrics: dict[str, Any]
     unseen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant: str = ""  # fingerprint when the settings differ from the profile's current ones
 
     @property
     def profile(self) -> str:
-        return str(self.config.get("profile", "?"))
+        """The profile, with the variant's fingerprint when it is not the current one."""
+        name = str(self.config.get("profile", "?"))
+        return f"{name} ({self.variant})" if self.variant else name
 
     @property
     def seed(self) -> int:
@@ -59,8 +66,75 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
             path.stem: json.loads(path.read_text())
             for path in sorted((folder / "unseen").glob("*.json"))
         }
-        records.append(RunRecord(folder.name, folder, json.loads(config.read_text()), data, unseen))
+        record = RunRecord(folder.name, folder, json.loads(config.read_text()), data, unseen)
+        fingerprint = settings_fingerprint(record.config)
+        if fingerprint != _current_fingerprint(str(record.config.get("profile"))):
+            record.variant = fingerprint
+        records.append(record)
     return records
+
+
+RESULT_SECTIONS = ("data", "preprocess", "model", "train", "gate")
+NOT_RESULTS = ("train.seed", "train.verbose")  # vary between runs of one variant
+
+
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that shape a run's numbers, flattened to dotted keys; settings added
+    since the run was made take their default (what the code did then)."""
+    from pydantic import ValidationError
+
+    from cxr.config import Settings
+
+    try:
+        config = Settings.model_validate(config).model_dump(mode="json")
+    except ValidationError:  # a setting since removed: compare the folder as written
+        pass
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        elif prefix not in NOT_RESULTS:
+            flat[prefix] = value
+
+    walk("", {k: config.get(k) for k in RESULT_SECTIONS})
+    return flat
+
+
+def settings_fingerprint(config: dict[str, Any]) -> str:
+    """Six hex digits naming a run's result-shaping settings."""
+    text = json.dumps(result_settings(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _current_fingerprint(profile: str) -> str | None:
+    """The fingerprint of a built-in profile as it is now (None for unknown ones)."""
+    from cxr.config import available_profiles, load_settings
+
+    if profile not in available_profiles():
+        return None
+    return settings_fingerprint(load_settings(profile, environ={}).model_dump(mode="json"))
+
+
+def variants_section(runs: list[RunRecord]) -> list[str]:
+    """What each variant changed against its profile as it is now."""
+    from cxr.config import load_settings
+
+    lines = []
+    for label in _profiles(runs):
+        record = next(r for r in runs if r.profile == label)
+        if not record.variant or _current_fingerprint(record.config["profile"]) is None:
+            continue
+        now = load_settings(record.config["profile"], environ={}).model_dump(mode="json")
+        then, current = result_settings(record.config), result_settings(now)
+        changes = [
+            f"`{key}` {json.dumps(then.get(key))} (now {json.dumps(current.get(key))})"
+            for key in sorted(set(then) | set(current))
+            if then.get(key) != current.get(key) and not key.endswith("backbone_weights")
+        ]
+        lines.append(f"- `{label}`: " + (", ".join(changes) or "same settings"))
+    return lines
 
 
 def mean_sd(values: list[float]) -> str:
@@ -332,6 +406,11 @@ def results_markdown(runs: list[RunRecord], figures_dir: Path, doc_dir: Path) ->
         "",
         *runs_table(runs),
         "",
+        *(
+            ["Variants (settings that differ from the profile as it is now):", "", *variants, ""]
+            if (variants := variants_section(runs))
+            else []
+        ),
         "## Table 2: best epoch (the checkpoint kept), train and validation",
         "",
         *table2(runs),
@@ -351,7 +430,8 @@ def results_markdown(runs: list[RunRecord], figures_dir: Path, doc_dir: Path) ->
         "",
     ]
     for profile in profiles:
-        png = plot_curves(runs, profile, figures_dir / f"curves_{profile}.png")
+        slug = profile.replace(" (", "_").rstrip(")")
+        png = plot_curves(runs, profile, figures_dir / f"curves_{slug}.png")
         lines += [f"![{profile} curves]({png.relative_to(doc_dir)})", ""]
     lines += ["## Where this project stands against the paper, and why", "", *findings(runs), ""]
     return "\n".join(lines)

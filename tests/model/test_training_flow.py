@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cxr.model_store import read_serving_info
+from cxr.results import settings_fingerprint
 from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
@@ -105,10 +106,15 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     done = run_cli("results", "--runs-dir", str(runs), "--out", str(results))
     assert done.returncode == 0, done.stderr[-3000:]
     text = results.read_text()
-    assert "`seed-1` | demo | 42 | 48/6/6 | 32 |" in text
-    assert "| LSTM | demo | seed 42 | checkpoint | 60 |" in text  # the unseen-image row
+    # made with --set/--epochs/--image-size: its own variant of `demo`, never averaged in
+    variant = f"demo ({settings_fingerprint(json.loads((run / 'config.json').read_text()))})"
+    assert f"`seed-1` | {variant} | 42 | 48/6/6 | 32 |" in text
+    assert f"- `{variant}`: " in text and "`preprocess.image_size` 32 (now" in text
+    assert f"| LSTM | {variant} | seed 42 | checkpoint | 60 |" in text  # unseen-image row
     assert "| ResNet50-LSTM | paper | - | 100 | 0.95 |" in text
-    assert (tmp_path / "docs" / "results" / "curves_demo.png").is_file()
+    assert (
+        tmp_path / "docs" / "results" / f"curves_{variant[:-1].replace(' (', '_')}.png"
+    ).is_file()
 
 
 def test_model_under_the_threshold_is_not_packaged(prefect_server, small_real_dataset, tmp_path):

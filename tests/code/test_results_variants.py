@@ -1,0 +1,45 @@
+"""`cxr results` keeps runs whose settings differ from their profile apart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxr.config import load_settings
+from cxr.results import load_runs, settings_fingerprint, variants_section
+
+MODEL = {
+    "test": {"accuracy": 0.9, "threshold": 0.5},
+    "history": {"accuracy": [0.9], "val_accuracy": [0.9]},
+}
+
+
+def _run(runs: Path, name: str, overrides: dict) -> None:
+    folder = runs / name
+    folder.mkdir(parents=True)
+    config = load_settings("recipe", overrides=overrides, environ={}).model_dump(mode="json")
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps({"models": {"resnet50": MODEL}}))
+
+
+def test_runs_of_other_settings_are_their_own_variant(tmp_path: Path) -> None:
+    _run(tmp_path, "a-seed1", {"train.seed": 1})
+    _run(tmp_path, "a-seed2", {"train.seed": 2, "train.verbose": 0})  # same variant
+    _run(tmp_path, "b-seed1", {"train.seed": 1, "train.epochs": 5})
+    runs = {r.run_id: r for r in load_runs(tmp_path)}
+    assert runs["a-seed1"].profile == runs["a-seed2"].profile == "recipe"
+    other = runs["b-seed1"]
+    assert other.profile == f"recipe ({settings_fingerprint(other.config)})"
+    (line,) = variants_section(list(runs.values()))
+    assert line == f"- `{other.profile}`: `train.epochs` 5 (now 24)"
+
+
+def test_settings_added_later_take_their_default(tmp_path: Path) -> None:
+    _run(tmp_path, "old", {})
+    config_file = tmp_path / "old" / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["gate"]["calibrate_threshold"]  # a run from before the setting existed
+    config_file.write_text(json.dumps(config))
+    (old,) = load_runs(tmp_path)
+    assert old.variant  # the default (False) differs from the recipe's True
+    assert "`gate.calibrate_threshold` false (now true)" in variants_section([old])[0]
