@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from cxr.config import REPO_ROOT
 
@@ -31,9 +32,24 @@ class ServerProcess:
     url: str
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=60)
+        """Signal the server's process group and every descendant (BentoML starts its
+        workers in sessions of their own, so a SIGKILL of the group alone orphans them)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=60)
+        for child in descendants:
+            try:
+                child.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(descendants, timeout=30)
+        for child in alive:
+            child.kill()
 
 
 def start_server(
