@@ -110,11 +110,8 @@ def settings_fingerprint(config: dict[str, Any]) -> str:
 
 def _current_fingerprint(profile: str) -> str | None:
     """The fingerprint of a built-in profile as it is now (None for unknown ones)."""
-    from cxr.config import available_profiles, load_settings
-
-    if profile not in available_profiles():
-        return None
-    return settings_fingerprint(load_settings(profile, environ={}).model_dump(mode="json"))
+    config = _profile_config(profile)
+    return None if config is None else settings_fingerprint(config)
 
 
 def variants_section(runs: list[RunRecord]) -> list[str]:
@@ -351,9 +348,9 @@ def findings(runs: list[RunRecord]) -> list[str]:
             "a 2-core CPU. The one made is in `docs/REAL_DATA_RUN.md` (random init, test "
             "accuracy 0.51, rejected by the gate)."
         )
+    explained: set[str] = set()
     for profile in _profiles(runs):
         chosen = [r for r in runs if r.profile == profile]
-        first = chosen[0].config
         for name in MODEL_NAMES:
             tests = [r.models[name]["test"]["accuracy"] for r in chosen if name in r.models]
             unseen = [r.unseen[name]["accuracy"] for r in chosen if name in r.unseen]
@@ -367,29 +364,48 @@ def findings(runs: list[RunRecord]) -> list[str]:
                 f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
                 f"{_seeds(len(tests))}{seen} — {verdict} the paper's {paper:.2f}."
             )
-        if _random_init(first):
-            lines.append(
-                f"- `{profile}` starts ResNet50 from random weights: ImageNet weights cannot be "
-                "downloaded on this machine, while the paper very likely fine-tuned them."
-            )
-        if first["train"].get("hybrid_backbone_from_baseline"):
-            lines.append(
-                f"- In `{profile}` the hybrid's ResNet50 starts from the ResNet50 baseline trained "
-                "just before it in the same run (same training split): the hybrid has had more "
-                "training than the baseline it is compared with, as it would with ImageNet "
-                "weights in the paper."
-            )
-        if first["gate"].get("calibrate_threshold"):
-            lines.append(
-                f"- `{profile}` chooses each model's P(COVID) cut-off on the validation split "
-                "(the paper uses 0.5); the test split and the unseen images play no part in it."
-            )
-        size = first["preprocess"]["image_size"]
-        if size != 224:
-            lines.append(
-                f"- `{profile}` trains at {size}x{size} px instead of the paper's 224x224 "
-                "(fewer pixels, less detail, much less compute)."
-            )
+        base = str(chosen[0].config.get("profile"))
+        if base not in explained:  # once per profile, for all its variants
+            explained.add(base)
+            lines += _profile_notes(base, _profile_config(base) or chosen[0].config)
+    return lines
+
+
+def _profile_config(profile: str) -> dict[str, Any] | None:
+    """A built-in profile's settings as they are now (None for unknown profiles)."""
+    from cxr.config import available_profiles, load_settings
+
+    if profile not in available_profiles():
+        return None
+    return load_settings(profile, environ={}).model_dump(mode="json")
+
+
+def _profile_notes(profile: str, config: dict[str, Any]) -> list[str]:
+    """Why a profile differs from the paper's setting."""
+    lines = []
+    if _random_init(config):
+        lines.append(
+            f"- `{profile}` starts ResNet50 from random weights: ImageNet weights cannot be "
+            "downloaded on this machine, while the paper very likely fine-tuned them."
+        )
+    if config["train"].get("hybrid_backbone_from_baseline"):
+        lines.append(
+            f"- In `{profile}` the hybrid's ResNet50 starts from the ResNet50 baseline trained "
+            "just before it in the same run (same training split): the hybrid has had more "
+            "training than the baseline it is compared with, as it would with ImageNet "
+            "weights in the paper."
+        )
+    if config["gate"].get("calibrate_threshold"):
+        lines.append(
+            f"- `{profile}` chooses each model's P(COVID) cut-off on the validation split "
+            "(the paper uses 0.5); the test split and the unseen images play no part in it."
+        )
+    size = config["preprocess"]["image_size"]
+    if size != 224:
+        lines.append(
+            f"- `{profile}` trains at {size}x{size} px instead of the paper's 224x224 "
+            "(fewer pixels, less detail, much less compute)."
+        )
     return lines
 
 

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/COVID-19_Radiography_Dataset}
 WORK=${WORK:-runs/results}
 PROFILES=${PROFILES:-recipe}
-SEEDS=${SEEDS:-"1 2 3"}
+SEEDS=${SEEDS-"1 2 3"}  # SEEDS="" trains nothing: evaluate what is there, write the report
 UNSEEN_PER_CLASS=${UNSEEN_PER_CLASS:-200}
 CXR=${CXR:-.venv/bin/cxr}
 PYTHON=${PYTHON:-.venv/bin/python}
