@@ -460,5 +460,7 @@ def write_results(runs_dir: Path, out: Path) -> Path:
         raise FileNotFoundError(f"no finished runs (config.json + metrics.json) in {runs_dir}")
     out = Path(out)
     figures = out.parent / "results"
+    for stale in figures.glob("curves_*.png"):  # profiles or variants no longer reported
+        stale.unlink()
     out.write_text(results_markdown(runs, figures, out.parent))
     return out
