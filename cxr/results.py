@@ -10,7 +10,6 @@ Unseen-image evaluations are read from ``<run>/unseen/<model>.json`` (written by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -24,6 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.config import MODEL_NAMES  # noqa: E402
 from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
+from cxr.run_settings import (  # noqa: E402
+    current_fingerprint,
+    profile_config,
+    result_settings,
+    settings_fingerprint,
+)
 
 
 @dataclass
@@ -68,62 +73,20 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
         }
         record = RunRecord(folder.name, folder, json.loads(config.read_text()), data, unseen)
         fingerprint = settings_fingerprint(record.config)
-        if fingerprint != _current_fingerprint(str(record.config.get("profile"))):
+        if fingerprint != current_fingerprint(str(record.config.get("profile"))):
             record.variant = fingerprint
         records.append(record)
     return records
 
 
-RESULT_SECTIONS = ("data", "preprocess", "model", "train", "gate")
-NOT_RESULTS = ("train.seed", "train.verbose")  # vary between runs of one variant
-
-
-def result_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that shape a run's numbers, flattened to dotted keys; settings added
-    since the run was made take their default (what the code did then)."""
-    from pydantic import ValidationError
-
-    from cxr.config import Settings
-
-    try:
-        config = Settings.model_validate(config).model_dump(mode="json")
-    except ValidationError:  # a setting since removed: compare the folder as written
-        pass
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, inner)
-        elif prefix not in NOT_RESULTS:
-            flat[prefix] = value
-
-    walk("", {k: config.get(k) for k in RESULT_SECTIONS})
-    return flat
-
-
-def settings_fingerprint(config: dict[str, Any]) -> str:
-    """Six hex digits naming a run's result-shaping settings."""
-    text = json.dumps(result_settings(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:6]
-
-
-def _current_fingerprint(profile: str) -> str | None:
-    """The fingerprint of a built-in profile as it is now (None for unknown ones)."""
-    config = _profile_config(profile)
-    return None if config is None else settings_fingerprint(config)
-
-
 def variants_section(runs: list[RunRecord]) -> list[str]:
     """What each variant changed against its profile as it is now."""
-    from cxr.config import load_settings
-
     lines = []
     for label in _profiles(runs):
         record = next(r for r in runs if r.profile == label)
-        if not record.variant or _current_fingerprint(record.config["profile"]) is None:
+        now = profile_config(str(record.config.get("profile")))
+        if not record.variant or now is None:
             continue
-        now = load_settings(record.config["profile"], environ={}).model_dump(mode="json")
         then, current = result_settings(record.config), result_settings(now)
         changes = [
             f"`{key}` {json.dumps(then.get(key))} (now {json.dumps(current.get(key))})"
@@ -367,17 +330,8 @@ def findings(runs: list[RunRecord]) -> list[str]:
         base = str(chosen[0].config.get("profile"))
         if base not in explained:  # once per profile, for all its variants
             explained.add(base)
-            lines += _profile_notes(base, _profile_config(base) or chosen[0].config)
+            lines += _profile_notes(base, profile_config(base) or chosen[0].config)
     return lines
-
-
-def _profile_config(profile: str) -> dict[str, Any] | None:
-    """A built-in profile's settings as they are now (None for unknown profiles)."""
-    from cxr.config import available_profiles, load_settings
-
-    if profile not in available_profiles():
-        return None
-    return load_settings(profile, environ={}).model_dump(mode="json")
 
 
 def _profile_notes(profile: str, config: dict[str, Any]) -> list[str]:

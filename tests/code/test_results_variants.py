@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from cxr.config import load_settings
-from cxr.results import load_runs, settings_fingerprint, variants_section
+from cxr.results import load_runs, variants_section
+from cxr.run_settings import settings_fingerprint
 
 MODEL = {
     "test": {"accuracy": 0.9, "threshold": 0.5},

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cxr.model_store import read_serving_info
-from cxr.results import settings_fingerprint
+from cxr.run_settings import settings_fingerprint
 from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
