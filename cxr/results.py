@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxr.config import MODEL_NAMES  # noqa: E402
+from cxr.config import MODEL_NAMES, RANDOM_INIT  # noqa: E402
 from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
 from cxr.run_settings import (  # noqa: E402
     current_fingerprint,
@@ -112,7 +112,7 @@ def _seeds(n: int) -> str:
 
 def _random_init(config: dict[str, Any]) -> bool:
     """Whether the run's ResNet50 started from random weights (see ``resolve_weights``)."""
-    return str(config["model"]["backbone_weights"]).lower() in ("none", "random", "")
+    return str(config["model"]["backbone_weights"]).lower() in RANDOM_INIT
 
 
 def _init(config: dict[str, Any]) -> str:
