@@ -121,6 +121,22 @@ class TrainConfig(_Section):
         description="peak learning rate of the hybrid when it starts from the baseline's "
         "backbone (default: learning_rate); lower keeps the learned features",
     )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="decoupled weight decay (AdamW) of kernels; batch-norm scales and "
+        "offsets and biases are not decayed. 0: plain Adam, as in the paper",
+    )
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="targets become y(1-e) + e/2"
+    )
+    ema_momentum: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (Polyak averaging); "
+        "validation, checkpoints and the final model use the averaged weights",
+    )
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     verbose: int = Field(default=2, description="Keras fit verbosity: 1 bar, 2 line/epoch")

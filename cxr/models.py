@@ -147,7 +147,7 @@ def build_model(
     train_config: TrainConfig,
     steps_per_epoch: int | None = None,
 ) -> keras.Model:
-    """Build and compile one of the three models (Adam, binary cross-entropy), with the
+    """Build and compile one of the three models (Adam or AdamW, binary cross-entropy), with the
     augmentation block in front when the training config enables it."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
@@ -158,8 +158,20 @@ def build_model(
     finally:
         keras.config.set_dtype_policy(previous)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate(train_config, steps_per_epoch)),
-        loss="binary_crossentropy",
+        optimizer=optimizer(train_config, steps_per_epoch),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=train_config.label_smoothing),
         metrics=["accuracy"],
     )
     return model
+
+
+def optimizer(config: TrainConfig, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
+    """Adam (the paper), AdamW when ``weight_decay`` is set (kernels only), and an
+    exponential moving average of the weights when ``ema_momentum`` is set."""
+    ema = {"use_ema": config.ema_momentum is not None, "ema_momentum": config.ema_momentum or 0.99}
+    rate = learning_rate(config, steps_per_epoch)
+    if not config.weight_decay:
+        return keras.optimizers.Adam(rate, **ema)
+    adamw = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **ema)
+    adamw.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return adamw

@@ -104,7 +104,9 @@ def train_model(
     model = build_model(name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch)
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
-    callbacks = [
+    # with EMA, swap the averaged weights in for validation and the checkpoint
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema_momentum else []
+    callbacks = swap + [
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=cfg.checkpoint_monitor, mode=mode, save_best_only=True
         ),
