@@ -137,6 +137,12 @@ class TrainConfig(_Section):
         description="keep an exponential moving average of the weights (Polyak averaging); "
         "validation, checkpoints and the final model use the averaged weights",
     )
+    precise_bn_images: int = Field(
+        default=0,
+        ge=0,
+        description="before each validation, re-estimate ResNet50's batch-norm statistics "
+        "from this many un-augmented training images (0: keep the moving averages)",
+    )
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     verbose: int = Field(default=2, description="Keras fit verbosity: 1 bar, 2 line/epoch")

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from cxr.config import ModelName, Settings, TrainConfig
 from cxr.dataset import Arrays
 from cxr.models import build_model
+from cxr.precise_bn import PreciseBatchNorm
 
 
 @dataclass
@@ -83,6 +85,18 @@ def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: 
     return settings.model_copy(update={"model": model, "train": train})
 
 
+def _statistics_callbacks(cfg: TrainConfig, train: Arrays, batch_size: int) -> list:
+    """Callbacks that set the weights and batch-norm statistics validated and saved: the
+    EMA of the weights swapped in, then statistics re-estimated for them (in this order)."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if cfg.ema_momentum:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if cfg.precise_bn_images:
+        pick = np.random.default_rng(cfg.seed).permutation(len(train.y))[: cfg.precise_bn_images]
+        callbacks.append(PreciseBatchNorm(train.x[np.sort(pick)], batch_size))
+    return callbacks
+
+
 def train_model(
     name: ModelName,
     train: Arrays,
@@ -104,9 +118,7 @@ def train_model(
     model = build_model(name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch)
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
-    # with EMA, swap the averaged weights in for validation and the checkpoint
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema_momentum else []
-    callbacks = swap + [
+    callbacks = _statistics_callbacks(cfg, train, settings.preprocess.batch_size) + [
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=cfg.checkpoint_monitor, mode=mode, save_best_only=True
         ),
