@@ -121,11 +121,15 @@ class TrainConfig(_Section):
         description="peak learning rate of the hybrid when it starts from the baseline's "
         "backbone (default: learning_rate); lower keeps the learned features",
     )
+    optimizer: Literal["adam", "sgd"] = Field(
+        default="adam", description="sgd: SGD with Nesterov momentum (train.momentum)"
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(
         default=0.0,
         ge=0,
-        description="decoupled weight decay (AdamW) of kernels; batch-norm scales and "
-        "offsets and biases are not decayed. 0: plain Adam, as in the paper",
+        description="decoupled weight decay of kernels (AdamW with adam); batch-norm scales "
+        "and offsets and biases are not decayed. 0: none, as in the paper",
     )
     label_smoothing: float = Field(
         default=0.0, ge=0, lt=0.5, description="targets become y(1-e) + e/2"

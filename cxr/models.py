@@ -166,12 +166,21 @@ def build_model(
 
 
 def optimizer(config: TrainConfig, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
-    """Adam (the paper), AdamW when ``weight_decay`` is set (kernels only), and an
-    exponential moving average of the weights when ``ema_momentum`` is set."""
-    ema = {"use_ema": config.ema_momentum is not None, "ema_momentum": config.ema_momentum or 0.99}
-    rate = learning_rate(config, steps_per_epoch)
-    if not config.weight_decay:
-        return keras.optimizers.Adam(rate, **ema)
-    adamw = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **ema)
-    adamw.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return adamw
+    """Adam (the paper) or SGD with Nesterov momentum; decoupled weight decay of kernels
+    when ``weight_decay`` is set (AdamW for Adam); an exponential moving average of the
+    weights when ``ema_momentum`` is set."""
+    common = {
+        "learning_rate": learning_rate(config, steps_per_epoch),
+        "weight_decay": config.weight_decay or None,
+        "use_ema": config.ema_momentum is not None,
+        "ema_momentum": config.ema_momentum or 0.99,
+    }
+    if config.optimizer == "sgd":
+        chosen = keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)
+    elif config.weight_decay:
+        chosen = keras.optimizers.AdamW(**common)
+    else:
+        chosen = keras.optimizers.Adam(**common)
+    if config.weight_decay:
+        chosen.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return chosen
