@@ -85,3 +85,11 @@ def test_optimizer_follows_the_config() -> None:
     ema = optimizer(TrainConfig(ema_momentum=0.98), steps_per_epoch=None)
     assert ema.use_ema and ema.ema_momentum == 0.98
     assert type(ema) is keras.optimizers.Adam
+
+
+def test_sgd_uses_nesterov_momentum_and_decays_kernels_only() -> None:
+    sgd = optimizer(TrainConfig(optimizer="sgd", momentum=0.8, weight_decay=5e-4), None)
+    assert type(sgd) is keras.optimizers.SGD
+    assert sgd.nesterov and sgd.momentum == 0.8 and sgd.weight_decay == 5e-4
+    kernel, gamma = keras.Variable(1.0, name="kernel"), keras.Variable(1.0, name="gamma")
+    assert sgd._use_weight_decay(kernel) and not sgd._use_weight_decay(gamma)
