@@ -84,6 +84,9 @@ class AugmentationConfig(_Section):
     zoom: float = Field(default=0.1, ge=0, lt=1, description="fraction of side")
     rotation: float = Field(default=0.03, ge=0, lt=1, description="fraction of a full turn")
     contrast: float = Field(default=0.2, ge=0, lt=1)
+    horizontal_flip: bool = Field(
+        default=False, description="mirror left-right (the heart moves to the other side)"
+    )
 
 
 class TrainConfig(_Section):

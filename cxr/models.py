@@ -104,9 +104,12 @@ def build_lstm(
 
 
 def augmentation_block(config: AugmentationConfig) -> keras.Sequential:
-    """Random shift, zoom, rotation and contrast of [0, 1] images; identity at inference."""
+    """Random shift, zoom, rotation and contrast (and left-right flip if enabled) of
+    [0, 1] images; identity at inference."""
+    flip = [layers.RandomFlip("horizontal")] if config.horizontal_flip else []
     return keras.Sequential(
-        [
+        flip
+        + [
             layers.RandomTranslation(config.translation, config.translation, fill_mode="constant"),
             layers.RandomZoom(config.zoom, fill_mode="constant"),
             layers.RandomRotation(config.rotation, fill_mode="constant"),

@@ -87,6 +87,24 @@ def test_augmentation_changes_training_inputs_only(name: str) -> None:
     assert np.array_equal(first, second)
 
 
+def test_horizontal_flip_mirrors_some_training_images_only() -> None:
+    from cxr.config import AugmentationConfig
+    from cxr.models import augmentation_block
+
+    only_flip = {"translation": 0, "zoom": 0, "rotation": 0, "contrast": 0}
+    block = augmentation_block(AugmentationConfig(horizontal_flip=True, **only_flip))
+    assert "random_flip" in [layer.name for layer in block.layers]
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+    out = np.asarray(block(x, training=True))
+    mirrored = [np.allclose(o, i[:, ::-1], atol=1e-6) for o, i in zip(out, x, strict=True)]
+    unchanged = [np.allclose(o, i, atol=1e-6) for o, i in zip(out, x, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert 0 < sum(mirrored) < 16
+    assert np.array_equal(np.asarray(block(x, training=False)), x)
+    assert "random_flip" not in [layer.name for layer in augmentation_block(AugmentationConfig()).layers]
+
+
 def test_mixed_precision_computes_in_bfloat16_and_answers_in_float32() -> None:
     model = build_model("resnet50_lstm", 64, ModelConfig(), TrainConfig(mixed_precision=True))
     backbone = model.get_layer("resnet50")
