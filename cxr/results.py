@@ -321,17 +321,25 @@ def findings(runs: list[RunRecord]) -> list[str]:
                 continue
             paper = float(TABLE6[name]["accuracy"])
             mean = statistics.mean(tests)
-            verdict = "matches or beats" if mean >= paper else "falls short of"
-            seen = f"; unseen images {statistics.mean(unseen):.4f}" if unseen else ""
+            seen = ""
+            if unseen:
+                seen_mean = statistics.mean(unseen)
+                verdict = _verdict(seen_mean, paper)
+                seen = f"; on the unseen images {seen_mean:.4f}, which {verdict} it"
             lines.append(
                 f"- `{profile}` {DISPLAY_NAMES[name]}: mean test accuracy {mean:.4f} over "
-                f"{_seeds(len(tests))}{seen} — {verdict} the paper's {paper:.2f}."
+                f"{_seeds(len(tests))}, which {_verdict(mean, paper)} the paper's {paper:.2f}"
+                f"{seen}."
             )
         base = str(chosen[0].config.get("profile"))
         if base not in explained:  # once per profile, for all its variants
             explained.add(base)
             lines += _profile_notes(base, profile_config(base) or chosen[0].config)
     return lines
+
+
+def _verdict(accuracy: float, paper: float) -> str:
+    return "matches or beats" if accuracy >= paper else "falls short of"
 
 
 def _profile_notes(profile: str, config: dict[str, Any]) -> list[str]:

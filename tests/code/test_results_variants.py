@@ -44,3 +44,19 @@ def test_settings_added_later_take_their_default(tmp_path: Path) -> None:
     (old,) = load_runs(tmp_path)
     assert old.variant  # the default (False) differs from the recipe's True
     assert "`gate.calibrate_threshold` false (now true)" in variants_section([old])[0]
+
+
+def test_findings_judge_test_and_unseen_accuracy_apart(tmp_path: Path) -> None:
+    from cxr.results import findings
+
+    _run(tmp_path, "a-seed1", {"train.seed": 1})
+    unseen = tmp_path / "a-seed1" / "unseen"
+    unseen.mkdir()
+    (unseen / "resnet50.json").write_text(json.dumps({"accuracy": 0.91, "n": 400}))
+    metrics = tmp_path / "a-seed1" / "metrics.json"
+    metrics.write_text(json.dumps({"models": {"resnet50": MODEL | {"test": {"accuracy": 0.94}}}}))
+    lines = [line for line in findings(load_runs(tmp_path)) if "ResNet50:" in line]
+    assert lines == [
+        "- `recipe` ResNet50: mean test accuracy 0.9400 over 1 seed, which matches or beats "
+        "the paper's 0.93; on the unseen images 0.9100, which falls short of it."
+    ]
