@@ -85,7 +85,9 @@ def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: 
     return settings.model_copy(update={"model": model, "train": train})
 
 
-def _statistics_callbacks(cfg: TrainConfig, train: Arrays, batch_size: int) -> list:
+def _statistics_callbacks(
+    cfg: TrainConfig, train: Arrays, batch_size: int
+) -> list[keras.callbacks.Callback]:
     """Callbacks that set the weights and batch-norm statistics validated and saved: the
     EMA of the weights swapped in, then statistics re-estimated for them (in this order)."""
     callbacks: list[keras.callbacks.Callback] = []
