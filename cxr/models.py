@@ -10,7 +10,8 @@
 
 Recipe options (off in the paper profile): an ``augmentation`` block right after the
 input, active only while training; a warm-up + cosine learning-rate schedule; bfloat16
-compute with float32 weights and a float32 output (``train.mixed_precision``).
+compute with float32 weights and a float32 output (``train.mixed_precision``); SGD,
+weight decay, label smoothing and an EMA of the weights (``optimizer``).
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ def build_model(
     train_config: TrainConfig,
     steps_per_epoch: int | None = None,
 ) -> keras.Model:
-    """Build and compile one of the three models (Adam or AdamW, binary cross-entropy), with the
-    augmentation block in front when the training config enables it."""
+    """Build and compile one of the three models (``optimizer``, binary cross-entropy with
+    optional label smoothing), with the augmentation block in front when the training
+    config enables it."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
     previous = keras.config.dtype_policy()
