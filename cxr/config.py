@@ -124,6 +124,12 @@ class TrainConfig(_Section):
         description="peak learning rate of the hybrid when it starts from the baseline's "
         "backbone (default: learning_rate); lower keeps the learned features",
     )
+    fine_tune_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="epochs of the hybrid when it starts from the baseline's backbone "
+        "(default: epochs); its features are learned, so fewer suffice",
+    )
     optimizer: Literal["adam", "sgd"] = Field(
         default="adam", description="sgd: SGD with Nesterov momentum (train.momentum)"
     )

@@ -70,7 +70,7 @@ def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: 
     """Settings whose ResNet50 starts from the trained baseline's backbone, saved as a
     weights file in the run (the same path a user-supplied weights file takes), and
     which fine-tunes from stage ``train.hybrid_trainable_from`` at
-    ``train.fine_tune_learning_rate`` when set."""
+    ``train.fine_tune_learning_rate`` for ``train.fine_tune_epochs`` when set."""
     path = out_dir / "resnet50_backbone.weights.h5"
     baseline.model.get_layer("resnet50").save_weights(path)
     model = settings.model.model_copy(
@@ -81,7 +81,8 @@ def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: 
     )
     rate = settings.train.fine_tune_learning_rate
     rate = settings.train.learning_rate if rate is None else rate
-    train = settings.train.model_copy(update={"learning_rate": rate})
+    epochs = settings.train.fine_tune_epochs or settings.train.epochs
+    train = settings.train.model_copy(update={"learning_rate": rate, "epochs": epochs})
     return settings.model_copy(update={"model": model, "train": train})
 
 

@@ -25,11 +25,23 @@ def test_hybrid_starts_from_the_baseline_weights_at_the_fine_tune_rate(tmp_path:
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
     tuned = with_baseline_backbone(settings, trained, tmp_path)
     assert tuned.train.learning_rate == settings.train.fine_tune_learning_rate == 1e-4
+    assert tuned.train.epochs == settings.train.fine_tune_epochs < settings.train.epochs
     assert settings.train.learning_rate == 1e-3  # the caller's settings are unchanged
     hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, steps_per_epoch=10)
     expected = baseline.get_layer("resnet50").get_weights()
     got = hybrid.get_layer("resnet50").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> None:
+    settings = load_settings(
+        "recipe",
+        overrides={"preprocess.image_size": 32, "train.fine_tune_epochs": None},
+        environ={},
+    )
+    baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
+    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
+    assert with_baseline_backbone(settings, trained, tmp_path).train.epochs == settings.train.epochs
 
 
 def test_recipe_settings_are_checked() -> None:
