@@ -20,12 +20,16 @@ def test_baseline_trains_first_only_when_the_hybrid_needs_it() -> None:
 
 
 def test_hybrid_starts_from_the_baseline_weights_at_the_fine_tune_rate(tmp_path: Path) -> None:
-    settings = load_settings("recipe", overrides={"preprocess.image_size": 32}, environ={})
+    settings = load_settings(
+        "recipe",
+        overrides={"preprocess.image_size": 32, "train.fine_tune_epochs": 3},
+        environ={},
+    )
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
     tuned = with_baseline_backbone(settings, trained, tmp_path)
     assert tuned.train.learning_rate == settings.train.fine_tune_learning_rate == 1e-4
-    assert tuned.train.epochs == settings.train.fine_tune_epochs < settings.train.epochs
+    assert tuned.train.epochs == 3 and settings.train.epochs == 24
     assert settings.train.learning_rate == 1e-3  # the caller's settings are unchanged
     hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, steps_per_epoch=10)
     expected = baseline.get_layer("resnet50").get_weights()
@@ -34,11 +38,8 @@ def test_hybrid_starts_from_the_baseline_weights_at_the_fine_tune_rate(tmp_path:
 
 
 def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> None:
-    settings = load_settings(
-        "recipe",
-        overrides={"preprocess.image_size": 32, "train.fine_tune_epochs": None},
-        environ={},
-    )
+    settings = load_settings("recipe", overrides={"preprocess.image_size": 32}, environ={})
+    assert settings.train.fine_tune_epochs is None
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
     assert with_baseline_backbone(settings, trained, tmp_path).train.epochs == settings.train.epochs
