@@ -128,7 +128,7 @@ class TrainConfig(_Section):
         default=None,
         ge=1,
         description="epochs of the hybrid when it starts from the baseline's backbone "
-        "(default: epochs); its features are learned, so fewer suffice",
+        "(default: epochs, as for the models trained from scratch)",
     )
     optimizer: Literal["adam", "sgd"] = Field(
         default="adam", description="sgd: SGD with Nesterov momentum (train.momentum)"
