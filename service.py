@@ -73,6 +73,7 @@ class XRayClassifier:
         info = read_serving_info(self.stored)
         self.model_tag = str(self.stored.tag)
         self.image_size = int(info["image_size"])
+        self.equalize = bool(info.get("equalize", False))
         self.threshold = float(info["decision_threshold"])
         self.classes = list(info["classes"])
         self.log = create_log_engine(SERVE.prediction_log_url)
@@ -102,7 +103,10 @@ class XRayClassifier:
                 f"(min side {SERVE.min_image_side})"
             )  # fmt: skip
         stats = {"width": width, "height": height, "mode": mode, "bytes": size}
-        return to_model_input(gray, self.image_size), {**stats, **image_statistics(gray)}
+        return to_model_input(gray, self.image_size, self.equalize), {
+            **stats,
+            **image_statistics(gray),
+        }
 
     async def _infer(self, x: np.ndarray, attempts: int = 3) -> float:
         """Call the model runner; inference is idempotent, so a keep-alive connection the
@@ -152,6 +156,7 @@ class XRayClassifier:
         return {
             "model_tag": self.model_tag,
             "image_size": self.image_size,
+            "equalize": self.equalize,
             "threshold": self.threshold,
             "classes": self.classes,
             "trained_on_synthetic_demo_data": self.synthetic,

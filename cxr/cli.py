@@ -181,20 +181,29 @@ def evaluate(
 
 @app.command()
 def results(
-    runs_dir: Annotated[Path, typer.Option(help="folder of run folders to report")] = Path(
+    runs_dir: Annotated[Path, typer.Option(help="folder of run folders to archive")] = Path(
         "runs/results/runs"
     ),
+    records: Annotated[
+        Path, typer.Option(help="committed run records (config, metrics, unseen) to report")
+    ] = Path("docs/results/runs"),
     out: Annotated[Path, typer.Option(help="Markdown file; figures go beside it")] = Path(
         "docs/RESULTS.md"
     ),
 ) -> None:
-    """Write the paper comparison over all runs in RUNS_DIR (mean ± sd over seeds)."""
-    from cxr.results import write_results
+    """Copy the record of every finished run in RUNS_DIR into RECORDS, then write the
+    paper comparison over all records (mean ± sd over seeds)."""
+    from cxr.results import archive_runs, write_results
 
-    if not runs_dir.is_dir():
-        _fail(FileNotFoundError(f"runs folder not found: {runs_dir}"), 2)
+    if runs_dir.is_dir():
+        copied = archive_runs(runs_dir, records)
+        typer.echo(f"archived {len(copied)} run record(s) from {runs_dir} into {records}")
+    elif not records.is_dir():
+        _fail(FileNotFoundError(f"neither {runs_dir} nor {records} is a folder"), 2)
+    else:
+        typer.echo(f"{runs_dir} not found: reporting the records in {records} only")
     try:
-        path = write_results(runs_dir, out)
+        path = write_results(records, out)
     except FileNotFoundError as error:
         _fail(error, 2)
     typer.echo(f"wrote {path}")

@@ -45,6 +45,10 @@ class PreprocessConfig(_Section):
     """The paper's preprocessing: /255, resize, grayscale to 3 channels, 80/10/10."""
 
     image_size: int = 224
+    equalize: bool = Field(
+        default=False,
+        description="histogram-equalise each radiograph first (evens out exposure; not the paper)",
+    )
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     batch_size: int = 32

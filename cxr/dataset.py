@@ -53,19 +53,24 @@ def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> 
     return usable.sort_values(["split", "label", "path"]).reset_index(drop=True)
 
 
-def load_arrays(paths: list[str], labels: list[int], image_size: int) -> Arrays:
+def load_arrays(
+    paths: list[str], labels: list[int], image_size: int, equalize: bool = False
+) -> Arrays:
     """Read and preprocess every image once into a float32 array (N, S, S, 3)."""
     x = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
     for i, path in enumerate(paths):
-        x[i] = preprocess_image(Path(path).read_bytes(), image_size)
+        x[i] = preprocess_image(Path(path).read_bytes(), image_size, equalize)
     return Arrays(x=x, y=np.asarray(labels, dtype=np.float32), paths=list(paths))
 
 
-def split_arrays(split: pd.DataFrame, image_size: int) -> dict[str, Arrays]:
-    """Arrays for train, val and test."""
+def split_arrays(split: pd.DataFrame, config: PreprocessConfig) -> dict[str, Arrays]:
+    """Arrays for train, val and test, preprocessed as ``config`` says."""
     return {
         name: load_arrays(
-            part["path"].tolist(), part["label_index"].astype(int).tolist(), image_size
+            part["path"].tolist(),
+            part["label_index"].astype(int).tolist(),
+            config.image_size,
+            config.equalize,
         )
         for name, part in ((s, split.loc[split["split"] == s]) for s in SPLITS)
     }

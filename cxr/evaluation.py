@@ -109,7 +109,12 @@ def evaluate_packaged(
         [
             predict_probabilities(
                 packaged.model,
-                load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x,
+                load_arrays(
+                    paths[i : i + CHUNK],
+                    labels[i : i + CHUNK],
+                    packaged.image_size,
+                    packaged.equalize,
+                ).x,
             )
             for i in range(0, len(paths), CHUNK)
         ]

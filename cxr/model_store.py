@@ -31,6 +31,7 @@ class PackagedModel:
     model: keras.Model
     image_size: int
     decision_threshold: float
+    equalize: bool  # preprocess.equalize of the run that trained it
     classes: list[str]
     metadata: dict[str, Any]
     path: Path
@@ -74,7 +75,8 @@ def get_stored(tag: str) -> bentoml.Model:
 
 
 def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
-    """Image size, decision threshold, classes and architecture of a stored model."""
+    """Image size, equalisation, decision threshold, classes and architecture of a stored
+    model (``equalize`` is absent from models packaged before it existed: read as False)."""
     return json.loads(Path(stored.path_of(INFO_FILE)).read_text())
 
 
@@ -89,6 +91,7 @@ def load_model(tag: str) -> PackagedModel:
         model=keras.saving.load_model(stored.path_of(MODEL_FILE)),
         image_size=int(serving["image_size"]),
         decision_threshold=float(serving["decision_threshold"]),
+        equalize=bool(serving.get("equalize", False)),  # absent in models packaged before it
         classes=list(serving["classes"]),
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
@@ -122,6 +125,7 @@ def load_checkpoint(path: Path) -> PackagedModel:
         model=model,
         image_size=int(config["preprocess"]["image_size"]),
         decision_threshold=threshold,
+        equalize=bool(config["preprocess"].get("equalize", False)),
         classes=list(config["data"]["classes"]),
         metadata={"run_dir": str(path.parent.parent)},
         path=path,

@@ -20,9 +20,10 @@ def serving_info(settings: Settings) -> dict[str, Any]:
     return {
         "architecture": settings.gate.model,
         "image_size": settings.preprocess.image_size,
+        "equalize": settings.preprocess.equalize,
         "decision_threshold": settings.gate.decision_threshold,
         "classes": list(settings.data.classes),
-        "preprocessing": "cxr.preprocessing.preprocess_image: /255, resize, gray->3 channels",
+        "preprocessing": "cxr.preprocessing.preprocess_image: [equalize], /255, resize, gray->3",
     }
 
 

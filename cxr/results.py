@@ -6,11 +6,17 @@ settings differ from the profile as it is now (an earlier version, a ``--set``) 
 reported as its own variant, ``<profile> (<6 hex digits>)``, never averaged in.
 Unseen-image evaluations are read from ``<run>/unseen/<model>.json`` (written by
 ``cxr evaluate --output``). Nothing here is typed by hand: every number comes from a run.
+
+Run folders are large (checkpoints, predictions) and live outside git, so
+:func:`archive_runs` first copies each finished run's small record (``config.json``,
+``metrics.json``, ``unseen/*.json``) into a committed folder, and the report is written
+from there: a report survives the machine its runs were trained on.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +83,25 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
             record.variant = fingerprint
         records.append(record)
     return records
+
+
+RECORD_FILES = ("config.json", "metrics.json")
+
+
+def archive_runs(runs_dir: Path, records_dir: Path) -> list[str]:
+    """Copy the record of every finished run under ``runs_dir`` into ``records_dir``
+    (replacing an older copy of the same run); return the run ids copied."""
+    copied = []
+    for record in load_runs(runs_dir):
+        target = Path(records_dir) / record.run_id
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            shutil.copyfile(record.dir / name, target / name)
+        for path in sorted((record.dir / "unseen").glob("*.json")):
+            (target / "unseen").mkdir(exist_ok=True)
+            shutil.copyfile(path, target / "unseen" / path.name)
+        copied.append(record.run_id)
+    return copied
 
 
 def variants_section(runs: list[RunRecord]) -> list[str]:

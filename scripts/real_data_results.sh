@@ -4,8 +4,10 @@
 #   2. train each profile once per seed on the rest (the full flow: validation, gate, packaging),
 #   3. evaluate every model of every run on the unseen images with `cxr evaluate`
 #      (the packaged model when the gate passed, the run's checkpoint otherwise),
-#   4. write docs/RESULTS.md with `cxr results`.
-# Settings (environment): DATA, WORK, PROFILES, SEEDS, UNSEEN_PER_CLASS.
+#   4. copy each run's small record (config, metrics, unseen metrics) into the committed
+#      docs/results/runs/ and write docs/RESULTS.md from those records with `cxr results`.
+# Settings (environment): DATA, WORK, PROFILES, SEEDS, UNSEEN_PER_CLASS, SETTINGS
+# (SETTINGS="preprocess.equalize=true ..." trains a variant: each k=v becomes a --set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,9 @@ SEEDS=${SEEDS-"1 2 3"}  # SEEDS="" trains nothing: evaluate what is there, write
 UNSEEN_PER_CLASS=${UNSEEN_PER_CLASS:-200}
 CXR=${CXR:-.venv/bin/cxr}
 PYTHON=${PYTHON:-.venv/bin/python}
+SETTINGS=${SETTINGS:-}
+overrides=()
+for setting in $SETTINGS; do overrides+=(--set "$setting"); done
 
 if [ ! -f "$WORK/holdout/holdout.csv" ]; then  # written last; cxr holdout refuses a partial one
   "$CXR" holdout --data-dir "$DATA" --out "$WORK/holdout" --per-class "$UNSEEN_PER_CLASS"
@@ -26,7 +31,8 @@ for profile in $PROFILES; do
     run_id="$profile-seed$seed-$(date -u +%Y%m%d-%H%M%S)"
     status=0
     "$CXR" train --profile "$profile" --data-dir "$WORK/holdout/pool" --seed "$seed" \
-      --runs-dir "$WORK/runs" --run-id "$run_id" > "$WORK/$run_id.train.log" || status=$?
+      --runs-dir "$WORK/runs" --run-id "$run_id" "${overrides[@]}" \
+      > "$WORK/$run_id.train.log" || status=$?
     echo "run $run_id: cxr train exit $status"
     [ "$status" -eq 0 ] || [ "$status" -eq 4 ] || exit "$status"  # 4: the gate rejected
   done
@@ -57,4 +63,4 @@ PY
   done
 done
 
-"$CXR" results --runs-dir "$WORK/runs" --out docs/RESULTS.md
+"$CXR" results --runs-dir "$WORK/runs" --records docs/results/runs --out docs/RESULTS.md

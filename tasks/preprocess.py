@@ -33,4 +33,4 @@ def preprocess_images(images: pd.DataFrame, settings: Settings, run: Run) -> dic
     )
     publish_table("split", counts.to_dict("records"), f"run {run.run_id}: split sizes")
     logger.info("split sizes:\n%s", counts.to_string(index=False))
-    return split_arrays(split, settings.preprocess.image_size)
+    return split_arrays(split, settings.preprocess)

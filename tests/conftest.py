@@ -84,8 +84,8 @@ def small_real_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real (LSTM baseline, 64 px, briefly trained) model packaged in the test store
-    with its monitoring reference, without running the whole flow."""
+    """A real (LSTM baseline, 64 px, histogram-equalised input, briefly trained) model
+    packaged in the test store with its monitoring reference, without running the flow."""
     import keras
     import numpy as np
 
@@ -102,10 +102,18 @@ def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         {"COVID": real_images("COVID", 20), "Normal": real_images("Normal", 20)},
     )
     settings = load_settings(
-        "demo", overrides={"gate.model": "lstm", "data.samples_per_class": None}, environ={}
+        "demo",
+        overrides={
+            "gate.model": "lstm",
+            "data.samples_per_class": None,
+            "preprocess.image_size": 64,
+            "preprocess.equalize": True,
+        },
+        environ={},
     )
     images = ingest(root, settings.data, seed=0)
-    arrays = load_arrays(images["path"].tolist(), images["label_index"].tolist(), 64)
+    paths, labels = images["path"].tolist(), images["label_index"].tolist()
+    arrays = load_arrays(paths, labels, 64, equalize=True)
     keras.utils.set_random_seed(0)
     model = build_model("lstm", 64, settings.model, settings.train)
     model.fit(arrays.x, arrays.y, epochs=2, batch_size=8, verbose=0)

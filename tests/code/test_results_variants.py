@@ -60,3 +60,30 @@ def test_findings_judge_test_and_unseen_accuracy_apart(tmp_path: Path) -> None:
         "- `recipe` ResNet50: mean test accuracy 0.9400 over 1 seed, which matches or beats "
         "the paper's 0.93; on the unseen images 0.9100, which falls short of it."
     ]
+
+
+def test_archive_keeps_the_record_of_a_run_without_its_bulk(tmp_path: Path) -> None:
+    from cxr.results import archive_runs
+
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    _run(runs, "a-seed1", {"train.seed": 1})
+    (runs / "a-seed1" / "models").mkdir()
+    (runs / "a-seed1" / "models" / "resnet50.keras").write_bytes(b"weights")
+    (runs / "unfinished").mkdir()  # no metrics.json: not a finished run
+    assert archive_runs(runs, records) == ["a-seed1"]
+    unseen = runs / "a-seed1" / "unseen"
+    unseen.mkdir()
+    (unseen / "resnet50.json").write_text(json.dumps({"accuracy": 0.91, "n": 400}))
+    archive_runs(runs, records)  # evaluated later: the record is brought up to date
+    assert sorted(p.relative_to(records).as_posix() for p in records.rglob("*.*")) == [
+        "a-seed1/config.json",
+        "a-seed1/metrics.json",
+        "a-seed1/unseen/resnet50.json",
+    ]
+    (kept,) = load_runs(records)
+    (original,) = load_runs(runs)
+    assert (kept.config, kept.metrics, kept.unseen) == (
+        original.config,
+        original.metrics,
+        original.unseen,
+    )
