@@ -107,10 +107,11 @@ class TrainConfig(_Section):
         default=None, ge=1, description="stop after this many epochs without a better monitor"
     )
     augmentation: AugmentationConfig = AugmentationConfig()
-    mixed_precision: bool = Field(
+    mixed_precision: bool | Literal["auto"] = Field(
         default=False,
         description="compute in bfloat16, keep weights in float32 (about 2x faster at 96 px "
-        "and up on CPUs with AVX512-BF16/AMX, and on GPUs)",
+        "and up on GPUs and CPUs with AVX512-BF16/AMX, several times slower on other CPUs); "
+        "auto: only where it is native",
     )
     hybrid_backbone_from_baseline: bool = Field(
         default=False,

@@ -23,6 +23,7 @@ import keras
 from keras import layers
 
 from cxr.config import RANDOM_INIT, AugmentationConfig, ModelConfig, ModelName, TrainConfig
+from cxr.devices import use_bfloat16
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -157,7 +158,8 @@ def build_model(
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if train_config.mixed_precision else "float32")
+    mixed = use_bfloat16(train_config.mixed_precision)
+    keras.config.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
     try:
         model = _BUILDERS[name](image_size, model_config, train_config.augmentation)
     finally:

@@ -29,26 +29,6 @@ class TrainedModel:
     backbone_init: str
 
 
-def compute_devices() -> dict[str, object]:
-    """Which Keras backend runs and whether it sees an accelerator."""
-    backend = keras.backend.backend()
-    devices: list[str] = []
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        devices = [d.name for d in tf.config.list_logical_devices()]
-    elif backend == "jax":
-        import jax
-
-        devices = [str(d) for d in jax.devices()]
-    elif backend == "torch":
-        import torch
-
-        devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
-    gpu = any("gpu" in d.lower() or "cuda" in d.lower() for d in devices)
-    return {"backend": backend, "devices": devices, "gpu": gpu}
-
-
 def best_epoch_index(history: dict[str, list[float]], monitor: str) -> int:
     """Index of the epoch the checkpoint callback kept (first best value)."""
     values = history[monitor]

@@ -12,9 +12,10 @@ from prefect.runtime import flow_run
 
 from cxr.config import REPO_ROOT, Settings, load_settings
 from cxr.demo_data import is_synthetic
+from cxr.devices import compute_devices, use_bfloat16
 from cxr.ingestion import fingerprint, resolve_dataset_root
 from cxr.runs import Run, git_commit
-from cxr.training import TrainedModel, compute_devices, training_order
+from cxr.training import TrainedModel, training_order
 from tasks.evaluate import evaluate
 from tasks.gate import gate
 from tasks.ingest import ingest_images
@@ -69,6 +70,7 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
         "dataset_fingerprint": fingerprint(images),
         "git_commit": commit,
         "devices": compute_devices(),
+        "mixed_bfloat16": use_bfloat16(settings.train.mixed_precision),
     }
     report(results, run_info, run)
     gate(results, settings, run)

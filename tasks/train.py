@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from cxr.config import ModelName, Settings
 from cxr.dataset import Arrays
+from cxr.devices import compute_devices
 from cxr.reporting import plot_training_curves
 from cxr.runs import Run
-from cxr.training import TrainedModel, compute_devices, train_model
+from cxr.training import TrainedModel, train_model
 from tasks.artifacts import publish_image
 
 

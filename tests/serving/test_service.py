@@ -92,6 +92,16 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
     for name, probability in served.items():
         local = evaluated.loc[evaluated["name"] == name, "covid_probability"].item()
         assert abs(local - probability) < 1e-5, name
+    # the model was trained on equalised input: the service and evaluate must equalise too
+    from cxr.model_store import load_model
+    from cxr.preprocessing import preprocess_image
+
+    packaged = load_model(packaged_model)
+    assert packaged.equalize and client.post("/info", json={}).json()["equalize"] is True
+    for path in paths[:2]:
+        equalised = preprocess_image(path.read_bytes(), 64, equalize=True)[None]
+        direct = float(np.asarray(packaged.model(equalised, training=False)).reshape(-1)[0])
+        assert abs(direct - served[path.name]) < 1e-5, path.name
     logged = read_predictions(log).iloc[before:]
     assert len(logged) == len(paths)
     np.testing.assert_allclose(logged["covid_probability"], list(served.values()), atol=1e-9)
