@@ -184,17 +184,19 @@ def results(
     runs_dir: Annotated[Path, typer.Option(help="folder of run folders to archive")] = Path(
         "runs/results/runs"
     ),
-    records: Annotated[
-        Path, typer.Option(help="committed run records (config, metrics, unseen) to report")
-    ] = Path("docs/results/runs"),
     out: Annotated[Path, typer.Option(help="Markdown file; figures go beside it")] = Path(
         "docs/RESULTS.md"
     ),
+    records: Annotated[
+        Path | None,
+        typer.Option(help="run records (config, metrics, unseen) to report [OUT's results/runs]"),
+    ] = None,
 ) -> None:
     """Copy the record of every finished run in RUNS_DIR into RECORDS, then write the
     paper comparison over all records (mean ± sd over seeds)."""
     from cxr.results import archive_runs, write_results
 
+    records = records or out.parent / "results" / "runs"
     if runs_dir.is_dir():
         copied = archive_runs(runs_dir, records)
         typer.echo(f"archived {len(copied)} run record(s) from {runs_dir} into {records}")

@@ -444,7 +444,7 @@ def results_markdown(runs: list[RunRecord], figures_dir: Path, doc_dir: Path) ->
 
 def write_results(runs_dir: Path, out: Path) -> Path:
     """Read the runs under ``runs_dir`` and write the report to ``out`` (figures beside)."""
-    runs = load_runs(runs_dir)
+    runs = load_runs(runs_dir) if Path(runs_dir).is_dir() else []
     if not runs:
         raise FileNotFoundError(f"no finished runs (config.json + metrics.json) in {runs_dir}")
     out = Path(out)

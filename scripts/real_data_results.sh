@@ -63,4 +63,4 @@ PY
   done
 done
 
-"$CXR" results --runs-dir "$WORK/runs" --records docs/results/runs --out docs/RESULTS.md
+"$CXR" results --runs-dir "$WORK/runs" --out docs/RESULTS.md  # records: docs/results/runs

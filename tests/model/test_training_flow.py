@@ -106,6 +106,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     done = run_cli("results", "--runs-dir", str(runs), "--out", str(results))
     assert done.returncode == 0, done.stderr[-3000:]
     text = results.read_text()
+    assert (tmp_path / "docs" / "results" / "runs" / "seed-1" / "metrics.json").is_file()
     # made with --set/--epochs/--image-size: its own variant of `demo`, never averaged in
     variant = f"demo ({settings_fingerprint(json.loads((run / 'config.json').read_text()))})"
     assert f"`seed-1` | {variant} | 42 | 48/6/6 | 32 |" in text
@@ -161,7 +162,7 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path):
     assert bad_id.returncode == 2 and "run id '../up'" in bad_id.stderr
     no_checkpoint = run_cli("evaluate", "--model", str(tmp_path / "x.keras"), "--data-dir", ".")
     assert no_checkpoint.returncode == 2 and "checkpoint not found" in no_checkpoint.stderr
-    no_runs = run_cli("results", "--runs-dir", str(tmp_path))
+    no_runs = run_cli("results", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "R.md"))
     assert no_runs.returncode == 2 and "no finished runs" in no_runs.stderr
     no_model = run_cli("evaluate", "--model", "nope:latest", "--data-dir", ".")
     assert no_model.returncode == 2 and "not found" in no_model.stderr
