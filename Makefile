@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# docs/RESULTS.md from real data: ~30 min per seed on 2 CPU cores (scripts/real_data_results.sh)
+# docs/RESULTS.md from real data (scripts/real_data_results.sh): ~50 min per recipe seed on
+# 2 cores with AVX512-BF16, about three hours without (benchmarks/train_speed.py)
 results: $(STAMP)
 	CXR=$(BIN)/cxr PYTHON=$(BIN)/python scripts/real_data_results.sh
 
