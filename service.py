@@ -73,7 +73,7 @@ class XRayClassifier:
         info = read_serving_info(self.stored)
         self.model_tag = str(self.stored.tag)
         self.image_size = int(info["image_size"])
-        self.equalize = bool(info.get("equalize", False))
+        self.equalize = bool(info["equalize"])
         self.threshold = float(info["decision_threshold"])
         self.classes = list(info["classes"])
         self.log = create_log_engine(SERVE.prediction_log_url)

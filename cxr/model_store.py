@@ -77,7 +77,7 @@ def get_stored(tag: str) -> bentoml.Model:
 def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
     """Image size, equalisation, decision threshold, classes and architecture of a stored
     model (``equalize`` is absent from models packaged before it existed: read as False)."""
-    return json.loads(Path(stored.path_of(INFO_FILE)).read_text())
+    return {"equalize": False, **json.loads(Path(stored.path_of(INFO_FILE)).read_text())}
 
 
 def load_model(tag: str) -> PackagedModel:
@@ -91,7 +91,7 @@ def load_model(tag: str) -> PackagedModel:
         model=keras.saving.load_model(stored.path_of(MODEL_FILE)),
         image_size=int(serving["image_size"]),
         decision_threshold=float(serving["decision_threshold"]),
-        equalize=bool(serving.get("equalize", False)),  # absent in models packaged before it
+        equalize=bool(serving["equalize"]),
         classes=list(serving["classes"]),
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
