@@ -76,6 +76,25 @@ def _demo_dataset() -> Path:
     return root
 
 
+def _check_train_inputs(
+    data_dir: Path,
+    profile: str | None,
+    config: Path | None,
+    overrides: dict[str, Any],
+    run_id: str | None,
+) -> None:
+    """The checks the flow makes first, made before Prefect and TensorFlow start, so a
+    bad argument is answered in a second (the flow still makes them, for deployments)."""
+    from cxr.config import load_settings
+    from cxr.ingestion import resolve_dataset_root
+    from cxr.runs import check_run_id
+
+    settings = load_settings(profile, config, overrides)
+    resolve_dataset_root(data_dir)
+    if run_id is not None:
+        check_run_id(settings.runs_dir, run_id)
+
+
 def _overrides(**options: Any) -> dict[str, Any]:
     """CLI options -> dotted config overrides (unset options are left out)."""
     return {key: value for key, value in options.items() if value is not None}
@@ -134,6 +153,13 @@ def train(
         import yaml
 
         overrides[key.strip()] = yaml.safe_load(value)
+
+    try:
+        _check_train_inputs(data_dir, profile, config, overrides, run_id)
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+        _fail(error, 2)
+    except PipelineError as error:
+        _fail(error, error.exit_code)
 
     from flows.training import training_flow
 

@@ -19,6 +19,14 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+def check_run_id(runs_dir: Path, run_id: str) -> None:
+    """Raise if ``run_id`` is not a safe folder name or its run folder already exists."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", run_id):
+        raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_', '-' only")
+    if (Path(runs_dir) / run_id).exists():
+        raise FileExistsError(f"run folder {Path(runs_dir) / run_id} exists; pick a new id")
+
+
 @dataclass(frozen=True)
 class Run:
     """One run's id and folder."""
@@ -29,10 +37,7 @@ class Run:
     @classmethod
     def create(cls, runs_dir: Path, run_id: str | None = None) -> Run:
         run_id = run_id or new_run_id()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", run_id):
-            raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_', '-' only")
-        if (Path(runs_dir) / run_id).exists():
-            raise FileExistsError(f"run folder {Path(runs_dir) / run_id} exists; pick a new id")
+        check_run_id(runs_dir, run_id)
         folder = Path(runs_dir).resolve() / run_id
         folder.mkdir(parents=True, exist_ok=False)
         return cls(run_id=run_id, dir=folder)

@@ -160,6 +160,15 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path):
     assert bad_profile.returncode == 2 and "unknown profile" in bad_profile.stderr
     bad_id = run_cli("train", "--data-dir", str(tmp_path), "--run-id", "../up")
     assert bad_id.returncode == 2 and "run id '../up'" in bad_id.stderr
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    args = ["--runs-dir", str(tmp_path / "runs"), "--run-id", "taken"]
+    taken = run_cli("train", "--data-dir", str(tmp_path), *args)
+    assert taken.returncode == 2 and "exists; pick a new id" in taken.stderr
+    no_config = run_cli("train", "--data-dir", str(tmp_path), "--config", str(tmp_path / "c.yaml"))
+    assert no_config.returncode == 2 and "config file not found" in no_config.stderr
+    # answered before Prefect starts: no temporary server, no run folder
+    assert "prefect" not in (missing.stderr + bad_id.stderr + taken.stderr).lower()
+    assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "taken"]
     no_checkpoint = run_cli("evaluate", "--model", str(tmp_path / "x.keras"), "--data-dir", ".")
     assert no_checkpoint.returncode == 2 and "checkpoint not found" in no_checkpoint.stderr
     no_runs = run_cli("results", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "R.md"))
