@@ -10,6 +10,9 @@ The device machine cannot see ``../shared`` and takes at most 64 MiB per call, s
    ResNet50 checkpoint is too big to bring back).
 
     .venv/bin/python scripts/device_run.py bundle --pool P --unseen U --out .device/bundle
+    # wheels for keras and pydantic (docs/RECIPE_NOTES.md) into .device/whl, then a device
+    # `run` with carry [".device"], starting with: python3 -m pip install -q --no-index
+    # --no-deps --target /tmp/site .device/whl/*.whl && export PYTHONPATH=/tmp/site;
     KERAS_BACKEND=jax python3 scripts/device_run.py train --bundle .device/bundle \\
         --set preprocess.image_size=224 --out "$OUT/gpu_run.json"
 """
