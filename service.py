@@ -22,12 +22,17 @@ import anyio
 import bentoml
 import numpy as np
 
-from cxr.config import load_settings
-from cxr.http_guards import BodySizeLimit, install_strict_multipart
-from cxr.image_stats import image_statistics
-from cxr.model_store import load_model, read_serving_info
-from cxr.prediction_log import create_log_engine, log_prediction, log_rejection
-from cxr.preprocessing import ImageDecodeError, ImageTooLargeError, decode_grayscale, to_model_input
+from cxr.core.config import load_settings
+from cxr.core.image_stats import image_statistics
+from cxr.core.model_store import load_model, read_serving_info
+from cxr.core.preprocessing import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_grayscale,
+    to_model_input,
+)
+from cxr.serve.http_guards import BodySizeLimit, install_strict_multipart
+from cxr.serve.prediction_log import create_log_engine, log_prediction, log_rejection
 
 SERVE = load_settings().serve
 logger = logging.getLogger("bentoml.service")

@@ -23,8 +23,8 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cxr.prediction_log import count_rows, create_log_engine  # noqa: E402
-from cxr.server_process import start_server  # noqa: E402
+from cxr.serve.prediction_log import count_rows, create_log_engine  # noqa: E402
+from cxr.serve.server_process import start_server  # noqa: E402
 
 app = typer.Typer()
 

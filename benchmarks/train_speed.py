@@ -17,9 +17,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from cxr.config import load_settings
-from cxr.devices import cpu_has_native_bfloat16
-from cxr.models import build_model
+from cxr.core.config import load_settings
+from cxr.core.devices import cpu_has_native_bfloat16
+from cxr.train.models import build_model
 
 app = typer.Typer(add_completion=False)
 

@@ -1,4 +1,4 @@
-"""Chest X-ray COVID-19 classifier: config, preprocessing and models shared by
-training and serving, plus the plain functions behind each pipeline stage."""
+"""Chest X-ray COVID-19 classifier. ``core`` is shared by training and serving; ``data``,
+``train``, ``serve`` and ``monitor`` hold the plain functions behind each stage."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``cxr`` command line: demo-data, train, evaluate."""
+"""The ``cxr`` command line: demo-data, holdout, train, evaluate, serve, monitor, deploy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
     "GX_ANALYTICS_ENABLED": "false",
+    # Prefect gives its temporary server 20 s to start; creating its database on a first
+    # start on a new 2-core machine takes longer ("Timed out ... ephemeral Prefect API").
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
 }.items():
     os.environ.setdefault(_key, _value)
 
@@ -18,16 +21,23 @@ from typing import Annotated, Any  # noqa: E402
 
 import typer  # noqa: E402
 
-from cxr.config import ConfigError  # noqa: E402
-from cxr.errors import PipelineError  # noqa: E402
+from cxr.core.errors import (  # noqa: E402
+    MONITOR_STATUS_EXIT,
+    ConfigError,
+    PipelineError,
+    exit_codes_text,
+)
 
-app = typer.Typer(help="Chest X-ray COVID-19 classifier: train, gate, package, evaluate.")
+app = typer.Typer(
+    help="Chest X-ray COVID-19 classifier: train, gate, package, serve, monitor.\n\n"
+    f"Exit codes:\n\n{exit_codes_text()}".replace("\n", "\n\n"),
+)
 DEMO_DIR = Path("data/demo")
 
 
-def _fail(error: Exception, code: int) -> None:
+def _fail(error: PipelineError) -> None:
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+    raise typer.Exit(int(error.exit_code))
 
 
 @app.command("demo-data")
@@ -37,7 +47,7 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Write SYNTHETIC chest-like phantoms in the release layout (not real X-rays)."""
-    from cxr.demo_data import SYNTHETIC_NOTICE, write_demo_dataset
+    from cxr.data.demo_data import SYNTHETIC_NOTICE, write_demo_dataset
 
     root = write_demo_dataset(out, per_class=per_class, seed=seed)
     typer.echo(f"{SYNTHETIC_NOTICE}\nwrote {2 * per_class} images to {root}")
@@ -51,8 +61,8 @@ def holdout(
     seed: Annotated[int, typer.Option()] = 2026,
 ) -> None:
     """Set real images aside before any run: train on OUT/pool, evaluate on OUT/unseen."""
-    from cxr.config import load_settings
-    from cxr.holdout import make_holdout
+    from cxr.core.config import load_settings
+    from cxr.data.holdout import make_holdout
 
     settings = load_settings()
     try:
@@ -61,14 +71,14 @@ def holdout(
             settings.preprocess.near_duplicate_distance,
         )  # fmt: skip
     except PipelineError as error:
-        _fail(error, error.exit_code)
+        _fail(error)
     typer.echo(json.dumps(summary, indent=2))
 
 
 def _demo_dataset() -> Path:
     """The synthetic demo dataset in ``<repo>/data/demo``, written on first use."""
-    from cxr.config import REPO_ROOT
-    from cxr.demo_data import DATASET_DIRNAME, write_demo_dataset
+    from cxr.core.config import REPO_ROOT
+    from cxr.data.demo_data import DATASET_DIRNAME, write_demo_dataset
 
     root = REPO_ROOT / DEMO_DIR / DATASET_DIRNAME
     if not root.is_dir():
@@ -85,9 +95,9 @@ def _check_train_inputs(
 ) -> None:
     """The checks the flow makes first, made before Prefect and TensorFlow start, so a
     bad argument is answered in a second (the flow still makes them, for deployments)."""
-    from cxr.config import load_settings
-    from cxr.ingestion import resolve_dataset_root
-    from cxr.runs import check_run_id
+    from cxr.core.config import load_settings
+    from cxr.core.runs import check_run_id
+    from cxr.data.ingestion import resolve_dataset_root
 
     settings = load_settings(profile, config, overrides)
     resolve_dataset_root(data_dir)
@@ -146,20 +156,13 @@ def train(
             "runs_dir": str(runs_dir) if runs_dir else None,
         }
     )
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(ValueError(f"--set needs key=value, got {item!r}"), 2)
-        import yaml
-
-        overrides[key.strip()] = yaml.safe_load(value)
+    from cxr.core.config import parse_assignments
 
     try:
+        overrides |= parse_assignments(set_ or [])
         _check_train_inputs(data_dir, profile, config, overrides, run_id)
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
-        _fail(error, 2)
     except PipelineError as error:
-        _fail(error, error.exit_code)
+        _fail(error)
 
     from flows.training import training_flow
 
@@ -172,9 +175,7 @@ def train(
             run_id=run_id,
         )
     except PipelineError as error:
-        _fail(error, error.exit_code)
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
-        _fail(error, 2)
+        _fail(error)
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -192,49 +193,17 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
 ) -> None:
     """Evaluate a packaged model on any dataset and print the metrics as JSON."""
-    from cxr.evaluation import evaluate_packaged
+    from cxr.train.evaluation import evaluate_packaged
 
     try:
         metrics = evaluate_packaged(model, data_dir, samples_per_class, seed, predictions)
     except PipelineError as error:
-        _fail(error, error.exit_code)
+        _fail(error)
     text = json.dumps(metrics, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     typer.echo(text)
-
-
-@app.command()
-def results(
-    runs_dir: Annotated[Path, typer.Option(help="folder of run folders to archive")] = Path(
-        "runs/results/runs"
-    ),
-    out: Annotated[Path, typer.Option(help="Markdown file; figures go beside it")] = Path(
-        "docs/RESULTS.md"
-    ),
-    records: Annotated[
-        Path | None,
-        typer.Option(help="run records (config, metrics, unseen) to report [OUT's results/runs]"),
-    ] = None,
-) -> None:
-    """Copy the record of every finished run in RUNS_DIR into RECORDS, then write the
-    paper comparison over all records (mean ± sd over seeds)."""
-    from cxr.results import archive_runs, write_results
-
-    records = records or out.parent / "results" / "runs"
-    if runs_dir.is_dir():
-        copied = archive_runs(runs_dir, records)
-        typer.echo(f"archived {len(copied)} run record(s) from {runs_dir} into {records}")
-    elif not records.is_dir():
-        _fail(FileNotFoundError(f"neither {runs_dir} nor {records} is a folder"), 2)
-    else:
-        typer.echo(f"{runs_dir} not found: reporting the records in {records} only")
-    try:
-        path = write_results(records, out)
-    except FileNotFoundError as error:
-        _fail(error, 2)
-    typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -251,8 +220,8 @@ def serve(
     import subprocess
     import sys
 
-    from cxr.config import REPO_ROOT, load_settings
-    from cxr.model_store import get_stored
+    from cxr.core.config import REPO_ROOT, load_settings
+    from cxr.core.model_store import get_stored
 
     env = dict(os.environ)
     for key, value in {
@@ -266,7 +235,7 @@ def serve(
     try:
         get_stored(tag)
     except PipelineError as error:
-        _fail(error, error.exit_code)
+        _fail(error)
     command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
     command += ["--host", host, "--port", str(port)]
     typer.echo(f"serving {tag} on http://{host}:{port} (docs at /docs)")
@@ -282,8 +251,7 @@ def monitor(
     webhook_url: Annotated[str | None, typer.Option(help="alert receiver")] = None,
     trigger_retraining: Annotated[bool | None, typer.Option()] = None,
 ) -> None:
-    """Run the monitoring flow once; exit 0 no drift, 5 drift (alerted), 6 not enough
-    data, 7 drift but the webhook refused the alert, 2 bad input."""
+    """Run the monitoring flow once (exit codes: see ``cxr --help``)."""
     from flows.monitoring import monitoring_flow
 
     try:
@@ -296,11 +264,9 @@ def monitor(
             trigger_retraining=trigger_retraining,
         )
     except PipelineError as error:
-        _fail(error, error.exit_code)
-    except (ConfigError, FileNotFoundError) as error:
-        _fail(error, 2)
+        _fail(error)
     typer.echo(json.dumps(result, indent=2, default=str))
-    raise typer.Exit({"no_drift": 0, "drift": 5, "not_enough_data": 6}[result["status"]])
+    raise typer.Exit(int(MONITOR_STATUS_EXIT[result["status"]]))
 
 
 @app.command()
@@ -319,13 +285,13 @@ def deploy(
     import subprocess
     import sys
 
-    from cxr.config import REPO_ROOT, available_profiles
+    from cxr.core.config import REPO_ROOT, available_profiles
 
     if data_dir is None:
         data_dir, profile = _demo_dataset(), profile or "demo"
     profile = profile or "paper"
     if profile not in available_profiles():
-        _fail(ValueError(f"unknown profile {profile!r}; choose from {available_profiles()}"), 2)
+        _fail(ConfigError(f"unknown profile {profile!r}; choose from {available_profiles()}"))
     prefect = [sys.executable, "-m", "prefect"]
     params = {
         "scheduled-retraining": {"data_dir": str(data_dir.resolve()), "profile": profile},
@@ -341,7 +307,7 @@ def deploy(
     for command in commands:
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
-            _fail(RuntimeError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"), 1)
+            _fail(PipelineError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"))
     typer.echo(f"registered {', '.join(params)} on work pool {pool}; start a worker with:")
     typer.echo(f"  prefect worker start --pool {pool}")
 

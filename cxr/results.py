@@ -27,14 +27,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxr.config import MODEL_NAMES, RANDOM_INIT  # noqa: E402
-from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
+from cxr.core.config import MODEL_NAMES, RANDOM_INIT  # noqa: E402
 from cxr.run_settings import (  # noqa: E402
     current_fingerprint,
     profile_config,
     result_settings,
     settings_fingerprint,
 )
+from cxr.train.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
 
 
 @dataclass
@@ -323,7 +323,7 @@ def plot_curves(runs: list[RunRecord], profile: str, path: Path) -> Path:
 
 def findings(runs: list[RunRecord]) -> list[str]:
     """Plain statements of where each profile meets or falls short of the paper, and why."""
-    from cxr.evaluation import wilson_interval
+    from cxr.train.evaluation import wilson_interval
 
     low, high = wilson_interval(95, 100)
     lines = [

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cxr.config import Settings, available_profiles, load_settings
+from cxr.core.config import Settings, available_profiles, load_settings
 
 RESULT_SECTIONS = ("data", "preprocess", "model", "train", "gate")
 NOT_RESULTS = ("train.seed", "train.verbose")  # vary between runs of one variant

@@ -8,8 +8,8 @@ from typing import Any
 
 from prefect import flow
 
-from cxr.config import load_settings
-from cxr.runs import Run
+from cxr.core.config import load_settings
+from cxr.core.runs import Run
 from tasks.monitor import drift_alert, drift_check
 
 

@@ -44,8 +44,8 @@ def bundle(
     """Re-encode every pool and unseen image as a size x size grayscale PNG."""
     from PIL import Image
 
-    from cxr.config import load_settings
-    from cxr.ingestion import list_class_images, resolve_dataset_root
+    from cxr.core.config import load_settings
+    from cxr.data.ingestion import list_class_images, resolve_dataset_root
 
     if out.exists():
         typer.echo(f"error: {out} exists; choose a new folder", err=True)
@@ -75,12 +75,12 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value, repeatable")] = None,
 ) -> None:
     """Train the three models on bundle/pool; report test and unseen accuracy and times."""
-    from cxr.config import ConfigError, load_settings
-    from cxr.dataset import load_arrays, split_arrays, split_dataset
-    from cxr.devices import compute_devices
-    from cxr.evaluation import choose_threshold, compute_metrics, predict_probabilities
-    from cxr.ingestion import ingest
-    from cxr.training import train_model, training_order
+    from cxr.core.config import ConfigError, load_settings
+    from cxr.core.devices import compute_devices
+    from cxr.data.dataset import load_arrays, split_arrays, split_dataset
+    from cxr.data.ingestion import ingest
+    from cxr.train.evaluation import choose_threshold, compute_metrics, predict_probabilities
+    from cxr.train.training import train_model, training_order
 
     overrides = {}
     for item in set_ or []:

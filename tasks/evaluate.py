@@ -7,17 +7,17 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.dataset import Arrays
-from cxr.evaluation import (
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.data.dataset import Arrays
+from cxr.train.evaluation import (
     choose_threshold,
     compute_metrics,
     predict_probabilities,
     summarize_model,
 )
-from cxr.reporting import plot_confusion
-from cxr.runs import Run
-from cxr.training import TrainedModel
+from cxr.train.reporting import plot_confusion
+from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_image
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.gate import GateDecision, decide, enforce
-from cxr.runs import Run
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.train.gate import GateDecision, decide, enforce
 from tasks.artifacts import publish_markdown
 
 

@@ -8,9 +8,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.ingestion import ingest, unreadable
-from cxr.runs import Run
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.data.ingestion import ingest, unreadable
 from tasks.artifacts import publish_table
 
 

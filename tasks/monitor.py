@@ -7,11 +7,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
-from cxr.alerts import alert_body, send_webhook
-from cxr.config import Settings
-from cxr.drift import DriftSummary
-from cxr.monitoring import check_drift
-from cxr.runs import Run
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.monitor.alerts import alert_body, send_webhook
+from cxr.monitor.check import check_drift
+from cxr.monitor.drift import DriftSummary
 from tasks.artifacts import publish_markdown, publish_table
 
 DRIFT_EVENT = "cxr.drift.detected"

@@ -6,11 +6,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.packaging import package
-from cxr.reference import REFERENCE_FILE, build_reference
-from cxr.runs import Run
-from cxr.training import TrainedModel
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.monitor.reference import REFERENCE_FILE, build_reference
+from cxr.train.packaging import package
+from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_markdown
 
 

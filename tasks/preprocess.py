@@ -6,10 +6,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.dataset import Arrays, split_arrays, split_dataset
-from cxr.near_duplicates import leakage_report
-from cxr.runs import Run
+from cxr.core.config import Settings
+from cxr.core.runs import Run
+from cxr.data.dataset import Arrays, split_arrays, split_dataset
+from cxr.data.near_duplicates import leakage_report
 from tasks.artifacts import publish_table
 
 

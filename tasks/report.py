@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.reporting import comparison_markdown
-from cxr.runs import Run
+from cxr.core.runs import Run
+from cxr.train.reporting import comparison_markdown
 from tasks.artifacts import publish_markdown
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import ModelName, Settings
-from cxr.dataset import Arrays
-from cxr.devices import compute_devices
-from cxr.reporting import plot_training_curves
-from cxr.runs import Run
-from cxr.training import TrainedModel, train_model
+from cxr.core.config import ModelName, Settings
+from cxr.core.devices import compute_devices
+from cxr.core.runs import Run
+from cxr.data.dataset import Arrays
+from cxr.train.reporting import plot_training_curves
+from cxr.train.training import TrainedModel, train_model
 from tasks.artifacts import publish_image
 
 

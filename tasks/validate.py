@@ -6,10 +6,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cxr.config import Settings
-from cxr.errors import DataValidationError
-from cxr.runs import Run
-from cxr.validation import ValidationReport, validate_images
+from cxr.core.config import Settings
+from cxr.core.errors import DataValidationError
+from cxr.core.runs import Run
+from cxr.data.validation import ValidationReport, validate_images
 from tasks.artifacts import publish_markdown
 
 

@@ -89,13 +89,13 @@ def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     import keras
     import numpy as np
 
-    from cxr.config import load_settings
-    from cxr.dataset import load_arrays
-    from cxr.ingestion import ingest
-    from cxr.model_store import save_model
-    from cxr.models import build_model
-    from cxr.packaging import serving_info
-    from cxr.reference import build_reference
+    from cxr.core.config import load_settings
+    from cxr.core.model_store import save_model
+    from cxr.data.dataset import load_arrays
+    from cxr.data.ingestion import ingest
+    from cxr.monitor.reference import build_reference
+    from cxr.train.models import build_model
+    from cxr.train.packaging import serving_info
 
     root = link_dataset(
         tmp_path_factory.mktemp("packaged"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr.config import ConfigError, available_profiles, environment_overrides, load_settings
+from cxr.core.config import ConfigError, available_profiles, environment_overrides, load_settings
 
 
 def test_defaults_are_the_papers_settings() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.config import MonitorConfig
-from cxr.drift import detect_drift
+from cxr.core.config import MonitorConfig
+from cxr.monitor.drift import detect_drift
 
 WINDOW = ("2026-01-01T00:00:00", "2026-01-01T01:00:00")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr.image_stats import STAT_COLUMNS, image_statistics
+from cxr.core.image_stats import STAT_COLUMNS, image_statistics
 
 
 def test_flat_image_has_no_spread_or_detail() -> None:

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from cxr.config import GateConfig
-from cxr.errors import GateRejectedError
-from cxr.evaluation import choose_threshold, compute_metrics, wilson_interval
-from cxr.gate import decide, enforce
+from cxr.core.config import GateConfig
+from cxr.core.errors import GateRejectedError
+from cxr.train.evaluation import choose_threshold, compute_metrics, wilson_interval
+from cxr.train.gate import decide, enforce
 
 
 def test_paper_resnet50_lstm_confusion_gives_paper_metrics() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cxr.monitoring import served_tag
+from cxr.monitor.check import served_tag
 
 
 def test_latest_follows_what_the_service_logged() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cxr.image_stats import STAT_COLUMNS
-from cxr.prediction_log import (
+from cxr.core.image_stats import STAT_COLUMNS
+from cxr.serve.prediction_log import (
     count_rows,
     create_log_engine,
     log_prediction,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.preprocessing import (
+from cxr.core.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
     decode_grayscale,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cxr.reference import IMAGE_COLUMNS, build_reference
+from cxr.monitor.reference import IMAGE_COLUMNS, build_reference
 
 
 def _images() -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cxr.config import load_settings
+from cxr.core.config import load_settings
 from cxr.results import load_runs, variants_section
 from cxr.run_settings import settings_fingerprint
 

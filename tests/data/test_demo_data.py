@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.demo_data import is_synthetic, write_demo_dataset
+from cxr.data.demo_data import is_synthetic, write_demo_dataset
 
 
 def test_layout_format_and_marker(tmp_path: Path) -> None:

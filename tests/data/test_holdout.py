@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr.config import DataConfig
-from cxr.errors import DataInputError
-from cxr.holdout import make_holdout
-from cxr.ingestion import ingest
+from cxr.core.config import DataConfig
+from cxr.core.errors import DataInputError
+from cxr.data.holdout import make_holdout
+from cxr.data.ingestion import ingest
 from tests.conftest import last_json, link_dataset, real_images, run_cli
 from tests.data.test_near_duplicates import _copy
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr.config import DataConfig
-from cxr.ingestion import COLUMNS, IngestionError, fingerprint, ingest, unreadable
+from cxr.core.config import DataConfig
+from cxr.data.ingestion import COLUMNS, IngestionError, fingerprint, ingest, unreadable
 from tests.conftest import RELEASE, link_dataset, real_images
 
 

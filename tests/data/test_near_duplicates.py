@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cxr.config import DataConfig, PreprocessConfig
-from cxr.dataset import split_dataset
-from cxr.ingestion import ingest
-from cxr.near_duplicates import close_pairs, difference_hash, leakage_report
+from cxr.core.config import DataConfig, PreprocessConfig
+from cxr.data.dataset import split_dataset
+from cxr.data.ingestion import ingest
+from cxr.data.near_duplicates import close_pairs, difference_hash, leakage_report
 from tests.conftest import link_dataset, real_images
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from cxr.config import DataConfig
-from cxr.ingestion import ingest
-from cxr.validation import load_suite, validate_images
+from cxr.core.config import DataConfig
+from cxr.data.ingestion import ingest
+from cxr.data.validation import load_suite, validate_images
 from tests.conftest import link_dataset, real_images
 
 CONFIG = DataConfig(samples_per_class=None, min_images_per_class=5)

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.config import MODEL_NAMES, ModelConfig, TrainConfig
-from cxr.models import build_model, resolve_weights
+from cxr.core.config import MODEL_NAMES, ModelConfig, TrainConfig
+from cxr.train.models import build_model, resolve_weights
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -60,7 +60,7 @@ def test_weights_options() -> None:
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine() -> None:
-    from cxr.models import learning_rate
+    from cxr.train.models import learning_rate
 
     config = TrainConfig(epochs=10, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=2)
     schedule = learning_rate(config, steps_per_epoch=5)
@@ -88,8 +88,8 @@ def test_augmentation_changes_training_inputs_only(name: str) -> None:
 
 
 def test_horizontal_flip_mirrors_some_training_images_only() -> None:
-    from cxr.config import AugmentationConfig
-    from cxr.models import augmentation_block
+    from cxr.core.config import AugmentationConfig
+    from cxr.train.models import augmentation_block
 
     only_flip = {"translation": 0, "zoom": 0, "rotation": 0, "contrast": 0}
     block = augmentation_block(AugmentationConfig(horizontal_flip=True, **only_flip))

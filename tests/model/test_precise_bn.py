@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.config import Settings, load_settings
-from cxr.dataset import Arrays
-from cxr.models import build_model
-from cxr.precise_bn import recalibrate_batch_norm
-from cxr.training import TrainedModel, train_model, with_baseline_backbone
+from cxr.core.config import Settings, load_settings
+from cxr.data.dataset import Arrays
+from cxr.train.models import build_model
+from cxr.train.precise_bn import recalibrate_batch_norm
+from cxr.train.training import TrainedModel, train_model, with_baseline_backbone
 
 SIZE = 32
 

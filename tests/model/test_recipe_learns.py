@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cxr.config import load_settings
-from cxr.dataset import load_arrays
-from cxr.evaluation import compute_metrics, predict_probabilities
-from cxr.training import train_model, training_order
+from cxr.core.config import load_settings
+from cxr.data.dataset import load_arrays
+from cxr.train.evaluation import compute_metrics, predict_probabilities
+from cxr.train.training import train_model, training_order
 from tests.conftest import real_images
 
 pytestmark = pytest.mark.slow

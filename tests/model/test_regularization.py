@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from cxr.config import ConfigError, TrainConfig, load_settings
-from cxr.dataset import Arrays
-from cxr.models import build_model, optimizer
-from cxr.training import train_model
+from cxr.core.config import ConfigError, TrainConfig, load_settings
+from cxr.data.dataset import Arrays
+from cxr.train.models import build_model, optimizer
+from cxr.train.training import train_model
 
 
 def test_the_paper_trains_with_plain_adam() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr.config import load_settings
-from cxr.models import build_model
-from cxr.training import TrainedModel, training_order, with_baseline_backbone
+from cxr.core.config import load_settings
+from cxr.train.models import build_model
+from cxr.train.training import TrainedModel, training_order, with_baseline_backbone
 
 
 def test_baseline_trains_first_only_when_the_hybrid_needs_it() -> None:
@@ -46,7 +46,7 @@ def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> Non
 
 
 def test_recipe_settings_are_checked() -> None:
-    from cxr.config import ConfigError
+    from cxr.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs resnet50 and resnet50_lstm"):
         load_settings("recipe", overrides={"train.models": ["resnet50_lstm"]}, environ={})

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr.model_store import read_serving_info
+from cxr.core.model_store import read_serving_info
 from cxr.run_settings import settings_fingerprint
 from tests.conftest import last_json, real_images, run_cli
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cxr.server_process import free_port, start_server
+from cxr.serve.server_process import free_port, start_server
 from tests.conftest import TUBERCULOSIS, last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow

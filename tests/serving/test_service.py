@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr.prediction_log import count_rows, create_log_engine, read_predictions
-from cxr.server_process import start_server
+from cxr.serve.prediction_log import count_rows, create_log_engine, read_predictions
+from cxr.serve.server_process import start_server
 from tests.code.test_preprocessing import bomb_png
 from tests.conftest import link_dataset, real_images, run_cli
 
@@ -93,8 +93,8 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
         local = evaluated.loc[evaluated["name"] == name, "covid_probability"].item()
         assert abs(local - probability) < 1e-5, name
     # the model was trained on equalised input: the service and evaluate must equalise too
-    from cxr.model_store import load_model
-    from cxr.preprocessing import preprocess_image
+    from cxr.core.model_store import load_model
+    from cxr.core.preprocessing import preprocess_image
 
     packaged = load_model(packaged_model)
     assert packaged.equalize and client.post("/info", json={}).json()["equalize"] is True
@@ -204,7 +204,7 @@ def test_cxr_serve_refuses_an_unknown_model() -> None:
 
 
 def test_the_built_bento_serves_the_same_model(packaged_model: str, tmp_path: Path) -> None:
-    from cxr.packaging import build_bento
+    from cxr.train.packaging import build_bento
 
     bento_tag = build_bento(packaged_model)
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from cxr.config import MonitorConfig
+from cxr.core.config import MonitorConfig
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 

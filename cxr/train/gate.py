@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cxr.config import GateConfig
-from cxr.errors import GateRejectedError
+from cxr.core.config import GateConfig
+from cxr.core.errors import GateRejectedError
 
 
 @dataclass(frozen=True)

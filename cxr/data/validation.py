@@ -15,9 +15,9 @@ from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.result_format import ResultFormat
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from cxr.config import DataConfig
+from cxr.core.config import DataConfig
 
-SUITE_FILE = Path(__file__).resolve().parent.parent / "expectations" / "cxr_dataset.json"
+SUITE_FILE = Path(__file__).resolve().parents[2] / "expectations" / "cxr_dataset.json"
 SITE_NAME = "cxr_run_docs"
 
 

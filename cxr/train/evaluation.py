@@ -16,8 +16,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from cxr.dataset import load_arrays
-from cxr.errors import DataInputError
+from cxr.core.errors import DataInputError
+from cxr.data.dataset import load_arrays
 
 PREDICT_BATCH = 32
 CHUNK = 256  # images decoded at a time by ``cxr evaluate`` (memory stays flat)
@@ -94,9 +94,9 @@ def evaluate_packaged(
 ) -> dict[str, object]:
     """Metrics of a packaged model on any dataset folder; unreadable files are listed.
     With ``predictions_csv``, each image's probability is written there too."""
-    from cxr.config import DataConfig
-    from cxr.ingestion import ingest, unreadable
-    from cxr.model_store import load_any
+    from cxr.core.config import DataConfig
+    from cxr.core.model_store import load_any
+    from cxr.data.ingestion import ingest, unreadable
 
     packaged = load_any(tag)
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)

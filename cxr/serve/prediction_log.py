@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from cxr.image_stats import STAT_COLUMNS
+from cxr.core.image_stats import STAT_COLUMNS
 
 metadata = sa.MetaData()
 

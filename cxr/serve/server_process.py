@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from cxr.config import REPO_ROOT
+from cxr.core.config import REPO_ROOT
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cxr.image_stats import STAT_COLUMNS
+from cxr.core.image_stats import STAT_COLUMNS
 
 REFERENCE_FILE = "reference.csv"
 IMAGE_COLUMNS = ["width", "height", "mode", "bytes", *STAT_COLUMNS]

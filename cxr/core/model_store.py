@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import bentoml
 
-from cxr.errors import DataInputError
+from cxr.core.errors import DataInputError
 
 if TYPE_CHECKING:
     import keras

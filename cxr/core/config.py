@@ -14,8 +14,10 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROFILES_DIR = Path(__file__).parent / "profiles"
+from cxr.core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 ENV_PREFIX = "CXR_"
 ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
 MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
@@ -264,10 +266,6 @@ class Settings(_Section):
         return self
 
 
-class ConfigError(ValueError):
-    """A configuration file, profile or override is invalid."""
-
-
 def available_profiles() -> list[str]:
     """Names of the built-in profiles."""
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
@@ -313,6 +311,18 @@ def environment_overrides(environ: dict[str, str] | None = None) -> dict[str, An
         if key.startswith(ENV_PREFIX) and "__" in key
     }
     return _nest(found, "__")
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["model.dropout=0.3", ...]`` (the CLI's ``--set``) -> dotted overrides, values
+    parsed as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set needs key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def load_settings(

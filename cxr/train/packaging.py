@@ -8,8 +8,8 @@ from typing import Any
 
 import bentoml
 
-from cxr.config import REPO_ROOT, Settings
-from cxr.model_store import save_model
+from cxr.core.config import REPO_ROOT, Settings
+from cxr.core.model_store import save_model
 
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 MODEL_TAG_ENV = "CXR_SERVE__MODEL_TAG"
@@ -23,7 +23,7 @@ def serving_info(settings: Settings) -> dict[str, Any]:
         "equalize": settings.preprocess.equalize,
         "decision_threshold": settings.gate.decision_threshold,
         "classes": list(settings.data.classes),
-        "preprocessing": "cxr.preprocessing.preprocess_image: [equalize], /255, resize, gray->3",
+        "preprocessing": "cxr.core.preprocessing.preprocess_image: [equalize], /255, resize, gray->3",
     }
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.config import DataConfig
-from cxr.demo_data import DATASET_DIRNAME
-from cxr.errors import DataInputError
-from cxr.ingestion import ingest
-from cxr.near_duplicates import close_pairs, near_duplicate_groups
+from cxr.core.config import DataConfig
+from cxr.data.demo_data import DATASET_DIRNAME
+from cxr.core.errors import DataInputError
+from cxr.data.ingestion import ingest
+from cxr.data.near_duplicates import close_pairs, near_duplicate_groups
 
 PARTS = ("pool", "unseen")
 

@@ -6,13 +6,7 @@ from typing import Any
 
 import httpx
 
-from cxr.errors import PipelineError
-
-
-class AlertError(PipelineError):
-    """The webhook did not accept the alert (the Prefect event was still emitted)."""
-
-    exit_code = 7
+from cxr.core.errors import AlertError
 
 
 def alert_body(summary: dict[str, Any], model_tag: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cxr.config import ConfigError
+from cxr.core.errors import ConfigError
 
 
 def new_run_id() -> str:
@@ -24,7 +24,7 @@ def check_run_id(runs_dir: Path, run_id: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", run_id):
         raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_', '-' only")
     if (Path(runs_dir) / run_id).exists():
-        raise FileExistsError(f"run folder {Path(runs_dir) / run_id} exists; pick a new id")
+        raise ConfigError(f"run folder {Path(runs_dir) / run_id} exists; pick a new id")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from typing import Any
 import keras
 from keras import layers
 
-from cxr.config import RANDOM_INIT, AugmentationConfig, ModelConfig, ModelName, TrainConfig
-from cxr.devices import use_bfloat16
+from cxr.core.config import RANDOM_INIT, AugmentationConfig, ModelConfig, ModelName, TrainConfig
+from cxr.core.devices import use_bfloat16
+from cxr.core.errors import DataInputError
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -34,7 +35,7 @@ def resolve_weights(weights: str) -> str | None:
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ResNet50 weights file not found: {path}")
+        raise DataInputError(f"ResNet50 weights file not found: {path}")
     return str(path)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cxr.config import ModelName, Settings, TrainConfig
-from cxr.dataset import Arrays
-from cxr.models import build_model
-from cxr.precise_bn import PreciseBatchNorm
+from cxr.core.config import ModelName, Settings, TrainConfig
+from cxr.data.dataset import Arrays
+from cxr.train.models import build_model
+from cxr.train.precise_bn import PreciseBatchNorm
 
 
 @dataclass

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxr.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
+from cxr.train.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
 
 
 def plot_training_curves(name: str, history: dict[str, list[float]], path: Path) -> Path:

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.config import DataConfig
-from cxr.demo_data import DATASET_DIRNAME
-from cxr.errors import DataInputError
-from cxr.image_stats import STAT_COLUMNS, image_statistics
-from cxr.near_duplicates import difference_hash
-from cxr.preprocessing import ImageDecodeError, decode_grayscale
+from cxr.core.config import DataConfig
+from cxr.data.demo_data import DATASET_DIRNAME
+from cxr.core.errors import DataInputError
+from cxr.core.image_stats import STAT_COLUMNS, image_statistics
+from cxr.data.near_duplicates import difference_hash
+from cxr.core.preprocessing import ImageDecodeError, decode_grayscale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 COLUMNS = [

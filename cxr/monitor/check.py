@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr.config import Settings
-from cxr.drift import DriftSummary, detect_drift
-from cxr.errors import DataInputError
-from cxr.model_store import get_stored
-from cxr.prediction_log import create_log_engine, now, read_predictions
-from cxr.reference import REFERENCE_FILE
-from cxr.runs import Run
+from cxr.core.config import Settings
+from cxr.core.errors import DataInputError
+from cxr.core.model_store import get_stored
+from cxr.core.runs import Run
+from cxr.monitor.drift import DriftSummary, detect_drift
+from cxr.monitor.reference import REFERENCE_FILE
+from cxr.serve.prediction_log import create_log_engine, now, read_predictions
 
 
 def load_reference(model_tag: str) -> tuple[str, pd.DataFrame]:

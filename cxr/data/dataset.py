@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from cxr.config import PreprocessConfig
-from cxr.near_duplicates import near_duplicate_groups
-from cxr.preprocessing import preprocess_image
+from cxr.core.config import PreprocessConfig
+from cxr.data.near_duplicates import near_duplicate_groups
+from cxr.core.preprocessing import preprocess_image
 
 SPLITS = ("train", "val", "test")
 

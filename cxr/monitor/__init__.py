@@ -1,0 +1,1 @@
+"""Monitoring: the drift reference, the drift check against the prediction log, alerts."""

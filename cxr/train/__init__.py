@@ -1,0 +1,2 @@
+"""Training stages: the three models, training, evaluation, the gate, the run report and
+packaging."""
