@@ -78,8 +78,7 @@ class XRayClassifier:
         info = read_serving_info(self.stored)
         self.model_tag = str(self.stored.tag)
         self.image_size = int(info["image_size"])
-        self.equalize = bool(info["equalize"])
-        self.threshold = float(info["decision_threshold"])
+        self.threshold = float(info["cutoff"])  # answered as "threshold"
         self.classes = list(info["classes"])
         self.log = create_log_engine(SERVE.prediction_log_url)
         self.synthetic = bool(self.stored.info.metadata.get("synthetic", False))
@@ -108,7 +107,7 @@ class XRayClassifier:
                 f"(min side {SERVE.min_image_side})"
             )  # fmt: skip
         stats = {"width": width, "height": height, "mode": mode, "bytes": size}
-        return to_model_input(gray, self.image_size, self.equalize), {
+        return to_model_input(gray, self.image_size), {
             **stats,
             **image_statistics(gray),
         }
@@ -161,7 +160,6 @@ class XRayClassifier:
         return {
             "model_tag": self.model_tag,
             "image_size": self.image_size,
-            "equalize": self.equalize,
             "threshold": self.threshold,
             "classes": self.classes,
             "trained_on_synthetic_demo_data": self.synthetic,

@@ -129,7 +129,9 @@ def train(
     weights: Annotated[
         str | None, typer.Option(help="ResNet50 weights: imagenet | FILE | none")
     ] = None,
-    gate_threshold: Annotated[float | None, typer.Option()] = None,
+    gate_min_score: Annotated[
+        float | None, typer.Option(help="the gate's minimum test score (default 0.95)")
+    ] = None,
     runs_dir: Annotated[Path | None, typer.Option()] = None,
     run_id: Annotated[
         str | None, typer.Option(help="name of the run folder (default: time)")
@@ -152,7 +154,7 @@ def train(
             "train.seed": seed,
             "train.models": models,
             "model.backbone_weights": weights,
-            "gate.threshold": gate_threshold,
+            "gate.min_score": gate_min_score,
             "runs_dir": str(runs_dir) if runs_dir else None,
         }
     )

@@ -1,4 +1,4 @@
-"""Evaluation task: the decision threshold (configured, or chosen on the validation split),
+"""Evaluation task: the P(COVID) cut-off (configured, or chosen on the validation split),
 then test-set metrics and confusion matrix of one trained model."""
 
 from __future__ import annotations
@@ -10,12 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from cxr.core.config import Settings
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
-from cxr.train.evaluation import (
-    choose_threshold,
-    compute_metrics,
-    predict_probabilities,
-    summarize_model,
-)
+from cxr.train.evaluation import evaluate_model, summarize_model
 from cxr.train.reporting import plot_confusion
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_image
@@ -25,23 +20,23 @@ from tasks.artifacts import publish_image
 def evaluate(
     trained: TrainedModel, val: Arrays, test: Arrays, settings: Settings, run: Run
 ) -> dict:
-    """Metrics on the held-out test split (COVID positive)."""
-    name = trained.name
-    threshold = {"value": settings.gate.decision_threshold, "chosen_on": "config"}
-    if settings.gate.calibrate_threshold:
-        value, val_accuracy = choose_threshold(val.y, predict_probabilities(trained.model, val.x))
-        threshold = {"value": value, "chosen_on": "validation", "val_accuracy": val_accuracy}
-        get_run_logger().info("%s: cut-off %.3f chosen on validation", name, value)
-    probabilities = predict_probabilities(trained.model, test.x)
-    metrics = compute_metrics(test.y, probabilities, threshold["value"])
+    """Metrics on the held-out test split (COVID positive), saved and published."""
+    name, logger = trained.name, get_run_logger()
+    result = evaluate_model(trained.model, val, test, settings.decision)
+    logger.info("%s: cut-off %.3f (%s)", name, result.cutoff["value"], result.cutoff["chosen_on"])
+    metrics = result.metrics
     pd.DataFrame(
-        {"path": test.paths, "label_index": test.y.astype(int), "covid_probability": probabilities}
+        {
+            "path": test.paths,
+            "label_index": test.y.astype(int),
+            "covid_probability": result.probabilities,
+        }
     ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
-    get_run_logger().info(
+    logger.info(
         "%s test: accuracy %.4f (95%% CI %.3f-%.3f), F1 %.4f",
         name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
     )  # fmt: skip
     summary = summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)
-    return {**summary, "backbone_init": trained.backbone_init, "decision_threshold": threshold}
+    return {**summary, "backbone_init": trained.backbone_init, "cutoff": result.cutoff}

@@ -25,14 +25,14 @@ def package_model(
 ) -> dict[str, str | None]:
     """Save the gated model with its monitoring reference (test split statistics and
     predictions) to the BentoML store and build the bento; print the tags. The model
-    ships with the decision threshold its test metrics were computed with."""
-    threshold = results[trained.name]["test"]["threshold"]  # configured or calibrated
+    ships with the cut-off its test metrics were computed at."""
+    cutoff = results[trained.name]["cutoff"]["value"]  # configured or chosen on validation
     settings = settings.model_copy(
-        update={"gate": settings.gate.model_copy(update={"decision_threshold": threshold})}
+        update={"decision": settings.decision.model_copy(update={"cutoff": cutoff})}
     )
     test_predictions = pd.read_csv(run.path("predictions", f"{trained.name}_test.csv"))
     reference = build_reference(
-        images, test_predictions, settings.data.classes, settings.gate.decision_threshold
+        images, test_predictions, settings.data.classes, settings.decision.cutoff
     )
     reference_file = run.path(REFERENCE_FILE)
     reference.to_csv(reference_file, index=False)

@@ -23,6 +23,17 @@ ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
 MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 ResNetStage = Literal["conv1", "conv2", "conv3", "conv4", "conv5"]
 RANDOM_INIT = ("none", "random", "")  # values of model.backbone_weights meaning random init
+RENAMED = {  # old dotted name -> new one; a config that uses an old name gets told
+    "gate.threshold": "gate.min_score",
+    "gate.decision_threshold": "decision.cutoff",
+    "gate.calibrate_threshold": "decision.cutoff_from_validation",
+}
+REMOVED = {  # options measured to give no gain on this task (research/NOTES.md)
+    "preprocess.equalize", "model.backbone_trainable_from", "train.optimizer",
+    "train.momentum", "train.weight_decay", "train.label_smoothing", "train.ema_momentum",
+    "train.precise_bn_images", "train.early_stopping_patience",
+    "train.augmentation.horizontal_flip",
+}  # fmt: skip
 
 
 class _Section(BaseModel):
@@ -47,10 +58,6 @@ class PreprocessConfig(_Section):
     """The paper's preprocessing: /255, resize, grayscale to 3 channels, 80/10/10."""
 
     image_size: int = 224
-    equalize: bool = Field(
-        default=False,
-        description="histogram-equalise each radiograph first (evens out exposure; not the paper)",
-    )
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     batch_size: int = 32
@@ -72,11 +79,6 @@ class ModelConfig(_Section):
     bn_momentum: float | None = Field(
         default=None, description="override ResNet50 batch-norm momentum (Keras: 0.99)"
     )
-    backbone_trainable_from: ResNetStage = Field(
-        default="conv1",
-        description="first ResNet50 stage that trains; earlier stages keep their loaded "
-        "weights and batch-norm statistics (for pretrained weights only)",
-    )
 
 
 class AugmentationConfig(_Section):
@@ -90,9 +92,6 @@ class AugmentationConfig(_Section):
     zoom: float = Field(default=0.1, ge=0, lt=1, description="fraction of side")
     rotation: float = Field(default=0.03, ge=0, lt=1, description="fraction of a full turn")
     contrast: float = Field(default=0.2, ge=0, lt=1)
-    horizontal_flip: bool = Field(
-        default=False, description="mirror left-right (the heart moves to the other side)"
-    )
 
 
 class TrainConfig(_Section):
@@ -105,9 +104,6 @@ class TrainConfig(_Section):
         default="constant", description="cosine: decay to 0 over the run after the warm-up"
     )
     warmup_epochs: int = Field(default=0, ge=0, description="linear warm-up from 0")
-    early_stopping_patience: int | None = Field(
-        default=None, ge=1, description="stop after this many epochs without a better monitor"
-    )
     augmentation: AugmentationConfig = AugmentationConfig()
     mixed_precision: bool | Literal["auto"] = Field(
         default=False,
@@ -135,33 +131,7 @@ class TrainConfig(_Section):
         default=None,
         ge=1,
         description="epochs of the hybrid when it starts from the baseline's backbone "
-        "(default: epochs, as for the models trained from scratch)",
-    )
-    optimizer: Literal["adam", "sgd"] = Field(
-        default="adam", description="sgd: SGD with Nesterov momentum (train.momentum)"
-    )
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(
-        default=0.0,
-        ge=0,
-        description="decoupled weight decay of kernels (AdamW with adam); batch-norm scales "
-        "and offsets and biases are not decayed. 0: none, as in the paper",
-    )
-    label_smoothing: float = Field(
-        default=0.0, ge=0, lt=0.5, description="targets become y(1-e) + e/2"
-    )
-    ema_momentum: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="keep an exponential moving average of the weights (Polyak averaging); "
-        "validation, checkpoints and the final model use the averaged weights",
-    )
-    precise_bn_images: int = Field(
-        default=0,
-        ge=0,
-        description="before each validation, re-estimate ResNet50's batch-norm statistics "
-        "from this many un-augmented training images (0: keep the moving averages)",
+        "(default: epochs)",
     )
     seed: int = 42
     checkpoint_monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
@@ -169,17 +139,24 @@ class TrainConfig(_Section):
 
 
 class GateConfig(_Section):
-    """Which model is shipped and what it must reach on the test split."""
+    """Which model is shipped and the score it must reach on the test split."""
 
     model: ModelName = "resnet50_lstm"
     metric: Literal["accuracy", "f1", "roc_auc"] = "accuracy"
-    threshold: float = 0.95
-    decision_threshold: float = Field(default=0.5, description="P(COVID) cut-off")
-    calibrate_threshold: bool = Field(
+    min_score: float = Field(
+        default=0.95, ge=0, le=1, description="the gate passes at test metric >= this"
+    )
+
+
+class DecisionConfig(_Section):
+    """How a COVID probability becomes a label."""
+
+    cutoff: float = Field(default=0.5, gt=0, lt=1, description="COVID when P(COVID) >= cutoff")
+    cutoff_from_validation: bool = Field(
         default=False,
-        description="choose each model's P(COVID) cut-off on the validation split (the "
-        "middle of the cut-offs with the best validation accuracy) instead of "
-        "decision_threshold; the test split is never used for it",
+        description="choose each model's cut-off on the validation split (the middle of "
+        "the cut-offs with the best validation accuracy) instead of ``cutoff``; the test "
+        "split is never used for it",
     )
 
 
@@ -236,6 +213,7 @@ class Settings(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
+    decision: DecisionConfig = DecisionConfig()
     packaging: PackagingConfig = PackagingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -248,15 +226,10 @@ class Settings(_Section):
             (self.gate.model not in self.train.models, "gate.model must be one of train.models"),
             (not 0 < held_out < 1, "preprocess val_fraction + test_fraction must be in (0, 1)"),
             (self.preprocess.image_size < 32, "preprocess.image_size must be >= 32 (ResNet50)"),
-            (not 0 <= self.gate.threshold <= 1, "gate.threshold must be in [0, 1]"),
-            (not 0 < self.gate.decision_threshold < 1, "gate.decision_threshold in (0, 1)"),
             (self.train.warmup_epochs >= self.train.epochs, "train.warmup_epochs < train.epochs"),
             (self.train.hybrid_backbone_from_baseline
              and not {"resnet50", "resnet50_lstm"} <= set(self.train.models),
              "train.hybrid_backbone_from_baseline needs resnet50 and resnet50_lstm in models"),
-            (self.model.backbone_trainable_from != "conv1"
-             and self.model.backbone_weights.lower() in RANDOM_INIT,
-             "model.backbone_trainable_from needs pretrained model.backbone_weights"),
             (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
              "data.samples_per_class must be >= 1 or null"),
         ]  # fmt: skip
@@ -325,6 +298,28 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _dotted(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a nested mapping: {'a': {'b': 1}} -> ['a', 'a.b']."""
+    keys = []
+    for key, value in values.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _dotted(value, f"{prefix}{key}.")
+    return keys
+
+
+def check_names(values: dict[str, Any]) -> None:
+    """Refuse settings that were renamed or removed, saying what to use instead."""
+    problems = []
+    for key in _dotted(values):
+        if key in RENAMED:
+            problems.append(f"{key} is now {RENAMED[key]}")
+        elif key in REMOVED:
+            problems.append(f"{key} was removed (it gave no gain; see research/NOTES.md)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def load_settings(
     profile: str | None = None,
     config_file: Path | None = None,
@@ -343,6 +338,7 @@ def load_settings(
     values = _deep_merge(values, environment_overrides(environ))
     values = _deep_merge(values, _nest(overrides or {}, "."))
     values["profile"] = profile
+    check_names(values)
     try:
         return Settings.model_validate(values)
     except ValueError as error:

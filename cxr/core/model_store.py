@@ -30,8 +30,7 @@ class PackagedModel:
     tag: str
     model: keras.Model
     image_size: int
-    decision_threshold: float
-    equalize: bool  # preprocess.equalize of the run that trained it
+    cutoff: float  # COVID when P(COVID) >= cutoff
     classes: list[str]
     metadata: dict[str, Any]
     path: Path
@@ -74,10 +73,24 @@ def get_stored(tag: str) -> bentoml.Model:
         raise DataInputError(f"model {tag!r} not found in the BentoML store") from error
 
 
+def _refuse_equalized(equalized: bool, what: str) -> None:
+    """Models trained on histogram-equalised films (an option that was removed) would get
+    the wrong input from today's preprocessing: refuse them instead of answering wrongly."""
+    if equalized:
+        raise DataInputError(
+            f"{what} was trained on histogram-equalised images, which this version no longer "
+            "produces; retrain it"
+        )
+
+
 def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
-    """Image size, equalisation, decision threshold, classes and architecture of a stored
-    model (``equalize`` is absent from models packaged before it existed: read as False)."""
-    return {"equalize": False, **json.loads(Path(stored.path_of(INFO_FILE)).read_text())}
+    """Image size, P(COVID) cut-off, classes and architecture of a stored model. Models
+    packaged by earlier versions store the cut-off as ``decision_threshold``."""
+    info = json.loads(Path(stored.path_of(INFO_FILE)).read_text())
+    _refuse_equalized(bool(info.pop("equalize", False)), f"model {stored.tag}")
+    if "cutoff" not in info:
+        info["cutoff"] = info.pop("decision_threshold")
+    return info
 
 
 def load_model(tag: str) -> PackagedModel:
@@ -90,8 +103,7 @@ def load_model(tag: str) -> PackagedModel:
         tag=str(stored.tag),
         model=keras.saving.load_model(stored.path_of(MODEL_FILE)),
         image_size=int(serving["image_size"]),
-        decision_threshold=float(serving["decision_threshold"]),
-        equalize=bool(serving["equalize"]),
+        cutoff=float(serving["cutoff"]),
         classes=list(serving["classes"]),
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
@@ -100,8 +112,9 @@ def load_model(tag: str) -> PackagedModel:
 
 def load_checkpoint(path: Path) -> PackagedModel:
     """A checkpoint of a run (``<run>/models/<name>.keras``) with the image size and
-    classes of that run's ``config.json`` and the decision threshold the run evaluated it
-    with (``metrics.json``) — for models the gate did not ship."""
+    classes of that run's ``config.json`` and the cut-off the run evaluated it with
+    (``metrics.json``) — for models the gate did not ship. Runs of earlier versions keep
+    the cut-off in ``gate.decision_threshold``."""
     import keras
 
     path = Path(path)
@@ -111,11 +124,13 @@ def load_checkpoint(path: Path) -> PackagedModel:
     if not config_file.is_file():
         raise DataInputError(f"{path} is not a checkpoint inside a run folder with config.json")
     config = json.loads(config_file.read_text())
-    threshold = float(config["gate"]["decision_threshold"])
+    _refuse_equalized(bool(config["preprocess"].get("equalize", False)), str(path))
+    decision = config.get("decision") or {"cutoff": config["gate"]["decision_threshold"]}
+    cutoff = float(decision["cutoff"])
     metrics_file = path.parent.parent / "metrics.json"
     if metrics_file.is_file():  # the cut-off the run evaluated this model with
         evaluated = json.loads(metrics_file.read_text()).get("models", {}).get(path.stem, {})
-        threshold = float(evaluated.get("test", {}).get("threshold", threshold))
+        cutoff = float(evaluated.get("test", {}).get("threshold", cutoff))
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError) as error:
@@ -124,8 +139,7 @@ def load_checkpoint(path: Path) -> PackagedModel:
         tag=str(path),
         model=model,
         image_size=int(config["preprocess"]["image_size"]),
-        decision_threshold=threshold,
-        equalize=bool(config["preprocess"].get("equalize", False)),
+        cutoff=cutoff,
         classes=list(config["data"]["classes"]),
         metadata={"run_dir": str(path.parent.parent)},
         path=path,

@@ -1,8 +1,6 @@
 """The one preprocessing path, shared by training, evaluation and the service.
 
 Paper: decode -> divide by 255 -> resize to 224x224 -> grayscale to 3 channels.
-Optionally (``preprocess.equalize``, not in the paper) each radiograph is histogram
-equalised first, so films of different exposure and detector reach the model alike.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # Refuse absurd declared sizes before decoding (decompression bombs); a 299x299
 # radiograph is 89k pixels, a full-resolution DICOM export rarely exceeds 40M.
@@ -72,22 +70,19 @@ def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
         raise ImageTooLargeError(f"decompression bomb refused: {error}") from error
 
 
-def to_model_input(gray: np.ndarray, image_size: int, equalize: bool = False) -> np.ndarray:
+def to_model_input(gray: np.ndarray, image_size: int) -> np.ndarray:
     """8-bit grayscale (H, W) -> float32 (image_size, image_size, 3) in [0, 1].
 
     The one preprocessing transform: training, ``cxr evaluate`` and the BentoML service
-    all go through it, so a served prediction equals an evaluated one. ``equalize``
-    flattens the grey-level histogram of the full-resolution image first.
+    all go through it, so a served prediction equals an evaluated one.
     """
-    if equalize:
-        gray = np.asarray(ImageOps.equalize(Image.fromarray(gray, mode="L")), dtype=np.uint8)
     scaled = gray.astype(np.float32) / 255.0
     resized = Image.fromarray(scaled).resize((image_size, image_size), Image.Resampling.BILINEAR)
     single = np.asarray(resized, dtype=np.float32)
     return np.repeat(single[:, :, None], 3, axis=2)
 
 
-def preprocess_image(data: bytes, image_size: int, equalize: bool = False) -> np.ndarray:
+def preprocess_image(data: bytes, image_size: int) -> np.ndarray:
     """Image bytes -> model input: :func:`decode_grayscale` then :func:`to_model_input`."""
     gray, _ = decode_grayscale(data)
-    return to_model_input(gray, image_size, equalize)
+    return to_model_input(gray, image_size)

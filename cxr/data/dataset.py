@@ -53,13 +53,11 @@ def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> 
     return usable.sort_values(["split", "label", "path"]).reset_index(drop=True)
 
 
-def load_arrays(
-    paths: list[str], labels: list[int], image_size: int, equalize: bool = False
-) -> Arrays:
+def load_arrays(paths: list[str], labels: list[int], image_size: int) -> Arrays:
     """Read and preprocess every image once into a float32 array (N, S, S, 3)."""
     x = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
     for i, path in enumerate(paths):
-        x[i] = preprocess_image(Path(path).read_bytes(), image_size, equalize)
+        x[i] = preprocess_image(Path(path).read_bytes(), image_size)
     return Arrays(x=x, y=np.asarray(labels, dtype=np.float32), paths=list(paths))
 
 
@@ -70,7 +68,6 @@ def split_arrays(split: pd.DataFrame, config: PreprocessConfig) -> dict[str, Arr
             part["path"].tolist(),
             part["label_index"].astype(int).tolist(),
             config.image_size,
-            config.equalize,
         )
         for name, part in ((s, split.loc[split["split"] == s]) for s in SPLITS)
     }

@@ -12,13 +12,13 @@ IMAGE_COLUMNS = ["width", "height", "mode", "bytes", *STAT_COLUMNS]
 
 
 def build_reference(
-    images: pd.DataFrame, test_predictions: pd.DataFrame, classes: list[str], threshold: float
+    images: pd.DataFrame, test_predictions: pd.DataFrame, classes: list[str], cutoff: float
 ) -> pd.DataFrame:
     """Test images' statistics joined with the model's test probabilities."""
     merged = test_predictions.merge(images[["path", *IMAGE_COLUMNS]], on="path", how="left")
     if merged[IMAGE_COLUMNS].isna().any().any():
         raise ValueError("reference: some test images are missing from the ingestion table")
-    predicted = (merged["covid_probability"] >= threshold).astype(int)
+    predicted = (merged["covid_probability"] >= cutoff).astype(int)
     return pd.DataFrame(
         {
             "covid_probability": merged["covid_probability"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -16,8 +17,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from cxr.core.config import DecisionConfig
 from cxr.core.errors import DataInputError
-from cxr.data.dataset import load_arrays
+from cxr.data.dataset import Arrays, load_arrays
 
 PREDICT_BATCH = 32
 CHUNK = 256  # images decoded at a time by ``cxr evaluate`` (memory stays flat)
@@ -39,10 +41,11 @@ def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
 
 
-def compute_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, object]:
-    """Accuracy (with Wilson CI), precision, recall, F1, ROC AUC and the confusion matrix."""
+def compute_metrics(y_true: np.ndarray, prob: np.ndarray, cutoff: float) -> dict[str, object]:
+    """Accuracy (with Wilson CI), precision, recall, F1, ROC AUC and the confusion matrix
+    at the P(COVID) ``cutoff`` (reported as ``threshold``, the name the service answers)."""
     y_true = np.asarray(y_true).astype(int)
-    y_pred = (np.asarray(prob) >= threshold).astype(int)
+    y_pred = (np.asarray(prob) >= cutoff).astype(int)
     tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     correct = int(tp + tn)
     low, high = wilson_interval(correct, len(y_true))
@@ -55,12 +58,12 @@ def compute_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> d
         "recall": float(recall_score(y_true, y_pred, zero_division=0)),
         "f1": float(f1_score(y_true, y_pred, zero_division=0)),
         "roc_auc": float(roc_auc_score(y_true, prob)) if both_classes else None,
-        "threshold": threshold,
+        "threshold": cutoff,
         "confusion": {"tp": int(tp), "fn": int(fn), "fp": int(fp), "tn": int(tn)},
     }
 
 
-def choose_threshold(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
+def choose_cutoff(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     """The P(COVID) cut-off with the best accuracy on (validation) labels, and that
     accuracy. Candidates are 0.5 and the midpoints between neighbouring probabilities;
     of the best ones the median is taken, away from the examples on either side."""
@@ -70,6 +73,29 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float
     accuracy = np.array([np.mean((prob >= c) == y_true) for c in candidates])
     best = candidates[accuracy == accuracy.max()]
     return float(best[(len(best) - 1) // 2]), float(accuracy.max())
+
+
+@dataclass
+class ModelEvaluation:
+    """One model's test metrics, the cut-off they were computed at, the test probabilities."""
+
+    metrics: dict[str, object]
+    cutoff: dict[str, object]  # value, chosen_on ("config" | "validation"), [val_accuracy]
+    probabilities: np.ndarray
+
+
+def evaluate_model(
+    model: keras.Model, val: Arrays, test: Arrays, decision: DecisionConfig
+) -> ModelEvaluation:
+    """The cut-off (configured, or chosen on the validation split; never on the test
+    split), then the test-split metrics at that cut-off."""
+    cutoff: dict[str, object] = {"value": decision.cutoff, "chosen_on": "config"}
+    if decision.cutoff_from_validation:
+        value, val_accuracy = choose_cutoff(val.y, predict_probabilities(model, val.x))
+        cutoff = {"value": value, "chosen_on": "validation", "val_accuracy": val_accuracy}
+    probabilities = predict_probabilities(model, test.x)
+    metrics = compute_metrics(test.y, probabilities, float(cutoff["value"]))
+    return ModelEvaluation(metrics=metrics, cutoff=cutoff, probabilities=probabilities)
 
 
 def summarize_model(
@@ -109,12 +135,7 @@ def evaluate_packaged(
         [
             predict_probabilities(
                 packaged.model,
-                load_arrays(
-                    paths[i : i + CHUNK],
-                    labels[i : i + CHUNK],
-                    packaged.image_size,
-                    packaged.equalize,
-                ).x,
+                load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x,
             )
             for i in range(0, len(paths), CHUNK)
         ]
@@ -126,6 +147,6 @@ def evaluate_packaged(
     return {
         "model": packaged.tag,
         "data_dir": str(Path(data_dir).resolve()),
-        **compute_metrics(labels, probabilities, packaged.decision_threshold),
+        **compute_metrics(labels, probabilities, packaged.cutoff),
         "unreadable": unreadable(images).to_dict("records"),
     }

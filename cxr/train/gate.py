@@ -1,4 +1,4 @@
-"""The metric gate: a model below the threshold is never packaged."""
+"""The metric gate: a model below the minimum score is never packaged."""
 
 from __future__ import annotations
 
@@ -15,28 +15,28 @@ class GateDecision:
     model: str
     metric: str
     value: float
-    threshold: float
+    min_score: float
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.threshold
+        return self.value >= self.min_score
 
     def describe(self) -> str:
         verdict = "PASSED" if self.passed else "REJECTED"
         return (
             f"gate {verdict}: {self.model} test {self.metric} = {self.value:.4f} "
-            f"(threshold {self.threshold:.4f})"
+            f"(minimum {self.min_score:.4f})"
         )
 
 
 def decide(test_metrics: dict[str, object], config: GateConfig) -> GateDecision:
-    """Compare the chosen model's test metric with the configured threshold."""
+    """Compare the chosen model's test metric with the configured minimum."""
     value = test_metrics.get(config.metric)
     return GateDecision(
         model=config.model,
         metric=config.metric,
         value=float(value) if value is not None else float("nan"),
-        threshold=config.threshold,
+        min_score=config.min_score,
     )
 
 

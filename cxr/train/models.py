@@ -1,4 +1,4 @@
-"""The paper's three models in pure Keras 3 (any backend: TensorFlow, JAX, PyTorch).
+"""The paper's three models in pure Keras 3 (checked on the TensorFlow and JAX backends).
 
 - ``resnet50_lstm``: ResNet50 feature map -> sequence -> LSTM 32/16/8 -> Dropout -> sigmoid.
   The paper says the 2048-channel map is "reshaped to 2x2". ``sequence_mode`` picks a
@@ -10,8 +10,9 @@
 
 Recipe options (off in the paper profile): an ``augmentation`` block right after the
 input, active only while training; a warm-up + cosine learning-rate schedule; bfloat16
-compute with float32 weights and a float32 output (``train.mixed_precision``); SGD,
-weight decay, label smoothing and an EMA of the weights (``optimizer``).
+compute with float32 weights and a float32 output (``train.mixed_precision``); a ResNet50
+that starts from given weights and trains only from a given stage on (the hybrid's
+hand-over from the trained baseline).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import Any
 import keras
 from keras import layers
 
-from cxr.core.config import RANDOM_INIT, AugmentationConfig, ModelConfig, ModelName, TrainConfig
+from cxr.core.config import (
+    RANDOM_INIT,
+    AugmentationConfig,
+    ModelConfig,
+    ModelName,
+    ResNetStage,
+    TrainConfig,
+)
 from cxr.core.devices import use_bfloat16
 from cxr.core.errors import DataInputError
 
@@ -39,7 +47,7 @@ def resolve_weights(weights: str) -> str | None:
     return str(path)
 
 
-def _backbone(image_size: int, config: ModelConfig) -> keras.Model:
+def _backbone(image_size: int, config: ModelConfig, trainable_from: ResNetStage) -> keras.Model:
     backbone = keras.applications.ResNet50(
         include_top=False,
         weights=resolve_weights(config.backbone_weights),
@@ -49,7 +57,7 @@ def _backbone(image_size: int, config: ModelConfig) -> keras.Model:
         for layer in backbone.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = config.bn_momentum
-    first = int(config.backbone_trainable_from[-1])
+    first = int(trainable_from[-1])
     for layer in backbone.layers:  # names: conv1_*, pool1_*, conv2_block1_*, ..., conv5_*
         if layer.name[:4] in ("conv", "pool"):
             layer.trainable = int(layer.name[4]) >= first
@@ -65,11 +73,14 @@ def _inputs(image_size: int, augmentation: AugmentationConfig | None) -> tuple[A
 
 
 def build_resnet50_lstm(
-    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+    image_size: int,
+    config: ModelConfig,
+    augmentation: AugmentationConfig | None = None,
+    trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
     """The proposed hybrid."""
     inputs, x = _inputs(image_size, augmentation)
-    features = _backbone(image_size, config)(x)
+    features = _backbone(image_size, config, trainable_from)(x)
     if config.sequence_mode == "pooled2x2":
         features = layers.AdaptiveAveragePooling2D((2, 2), name="pool_2x2")(features)
     steps = features.shape[1] * features.shape[2]
@@ -83,11 +94,14 @@ def build_resnet50_lstm(
 
 
 def build_resnet50(
-    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+    image_size: int,
+    config: ModelConfig,
+    augmentation: AugmentationConfig | None = None,
+    trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
     """The CNN baseline."""
     inputs, x = _inputs(image_size, augmentation)
-    x = _backbone(image_size, config)(x)
+    x = _backbone(image_size, config, trainable_from)(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
@@ -95,9 +109,12 @@ def build_resnet50(
 
 
 def build_lstm(
-    image_size: int, config: ModelConfig, augmentation: AugmentationConfig | None = None
+    image_size: int,
+    config: ModelConfig,
+    augmentation: AugmentationConfig | None = None,
+    trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
-    """The RNN baseline: rows as time steps."""
+    """The RNN baseline: rows as time steps (no ResNet50, so ``trainable_from`` is unused)."""
     inputs, x = _inputs(image_size, augmentation)
     x = layers.Reshape((image_size, image_size * 3), name="rows")(x)
     x = layers.LSTM(config.baseline_lstm_units, name="lstm")(x)
@@ -107,12 +124,10 @@ def build_lstm(
 
 
 def augmentation_block(config: AugmentationConfig) -> keras.Sequential:
-    """Random shift, zoom, rotation and contrast (and left-right flip if enabled) of
-    [0, 1] images; identity at inference."""
-    flip = [layers.RandomFlip("horizontal")] if config.horizontal_flip else []
+    """Random shift, zoom, rotation and contrast of [0, 1] images; identity at inference.
+    No left-right flip: it moves the heart to the other side."""
     return keras.Sequential(
-        flip
-        + [
+        [
             layers.RandomTranslation(config.translation, config.translation, fill_mode="constant"),
             layers.RandomZoom(config.zoom, fill_mode="constant"),
             layers.RandomRotation(config.rotation, fill_mode="constant"),
@@ -152,43 +167,25 @@ def build_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
     steps_per_epoch: int | None = None,
+    trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
-    """Build and compile one of the three models (``optimizer``, binary cross-entropy with
-    optional label smoothing), with the augmentation block in front when the training
-    config enables it."""
+    """Build and compile one of the three models (Adam, binary cross-entropy), with the
+    augmentation block in front when the training config enables it. ResNet50 stages
+    before ``trainable_from`` keep their loaded weights and batch-norm statistics."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
+    if trainable_from != "conv1" and model_config.backbone_weights.lower() in RANDOM_INIT:
+        raise ValueError("freezing ResNet50 stages needs pretrained backbone weights")
     previous = keras.config.dtype_policy()
     mixed = use_bfloat16(train_config.mixed_precision)
     keras.config.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
     try:
-        model = _BUILDERS[name](image_size, model_config, train_config.augmentation)
+        model = _BUILDERS[name](image_size, model_config, train_config.augmentation, trainable_from)
     finally:
         keras.config.set_dtype_policy(previous)
     model.compile(
-        optimizer=optimizer(train_config, steps_per_epoch),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=train_config.label_smoothing),
+        optimizer=keras.optimizers.Adam(learning_rate(train_config, steps_per_epoch)),
+        loss=keras.losses.BinaryCrossentropy(),
         metrics=["accuracy"],
     )
     return model
-
-
-def optimizer(config: TrainConfig, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
-    """Adam (the paper) or SGD with Nesterov momentum; decoupled weight decay of kernels
-    when ``weight_decay`` is set (AdamW for Adam); an exponential moving average of the
-    weights when ``ema_momentum`` is set."""
-    common = {
-        "learning_rate": learning_rate(config, steps_per_epoch),
-        "weight_decay": config.weight_decay or None,
-        "use_ema": config.ema_momentum is not None,
-        "ema_momentum": config.ema_momentum or 0.99,
-    }
-    if config.optimizer == "sgd":
-        chosen = keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)
-    elif config.weight_decay:
-        chosen = keras.optimizers.AdamW(**common)
-    else:
-        chosen = keras.optimizers.Adam(**common)
-    if config.weight_decay:
-        chosen.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return chosen

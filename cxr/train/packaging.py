@@ -20,10 +20,9 @@ def serving_info(settings: Settings) -> dict[str, Any]:
     return {
         "architecture": settings.gate.model,
         "image_size": settings.preprocess.image_size,
-        "equalize": settings.preprocess.equalize,
-        "decision_threshold": settings.gate.decision_threshold,
+        "cutoff": settings.decision.cutoff,
         "classes": list(settings.data.classes),
-        "preprocessing": "cxr.core.preprocessing.preprocess_image: [equalize], /255, resize, gray->3",
+        "preprocessing": "cxr.core.preprocessing.preprocess_image: /255, resize, gray->3",
     }
 
 

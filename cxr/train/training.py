@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from cxr.core.config import ModelName, Settings, TrainConfig
+from cxr.core.config import ModelName, ResNetStage, Settings, TrainConfig
 from cxr.data.dataset import Arrays
 from cxr.train.models import build_model
-from cxr.train.precise_bn import PreciseBatchNorm
 
 
 @dataclass
@@ -46,38 +44,22 @@ def training_order(config: TrainConfig) -> list[ModelName]:
     return order
 
 
-def with_baseline_backbone(settings: Settings, baseline: TrainedModel, out_dir: Path) -> Settings:
+def with_baseline_backbone(
+    settings: Settings, baseline: TrainedModel, out_dir: Path
+) -> tuple[Settings, ResNetStage]:
     """Settings whose ResNet50 starts from the trained baseline's backbone, saved as a
-    weights file in the run (the same path a user-supplied weights file takes), and
-    which fine-tunes from stage ``train.hybrid_trainable_from`` at
-    ``train.fine_tune_learning_rate`` for ``train.fine_tune_epochs`` when set."""
+    weights file in the run (the same path a user-supplied weights file takes), at
+    ``train.fine_tune_learning_rate`` for ``train.fine_tune_epochs`` when set; and the
+    first stage that fine-tunes (``train.hybrid_trainable_from``)."""
     path = out_dir / "resnet50_backbone.weights.h5"
     baseline.model.get_layer("resnet50").save_weights(path)
-    model = settings.model.model_copy(
-        update={
-            "backbone_weights": str(path),
-            "backbone_trainable_from": settings.train.hybrid_trainable_from,
-        }
-    )
+    model = settings.model.model_copy(update={"backbone_weights": str(path)})
     rate = settings.train.fine_tune_learning_rate
     rate = settings.train.learning_rate if rate is None else rate
     epochs = settings.train.fine_tune_epochs or settings.train.epochs
     train = settings.train.model_copy(update={"learning_rate": rate, "epochs": epochs})
-    return settings.model_copy(update={"model": model, "train": train})
-
-
-def _statistics_callbacks(
-    cfg: TrainConfig, train: Arrays, batch_size: int
-) -> list[keras.callbacks.Callback]:
-    """Callbacks that set the weights and batch-norm statistics validated and saved: the
-    EMA of the weights swapped in, then statistics re-estimated for them (in this order)."""
-    callbacks: list[keras.callbacks.Callback] = []
-    if cfg.ema_momentum:
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    if cfg.precise_bn_images:
-        pick = np.random.default_rng(cfg.seed).permutation(len(train.y))[: cfg.precise_bn_images]
-        callbacks.append(PreciseBatchNorm(train.x[np.sort(pick)], batch_size))
-    return callbacks
+    handed_over = settings.model_copy(update={"model": model, "train": train})
+    return handed_over, settings.train.hybrid_trainable_from
 
 
 def train_model(
@@ -91,28 +73,25 @@ def train_model(
     """Fit one model, save the best-validation checkpoint and restore it. With
     ``train.hybrid_backbone_from_baseline``, the hybrid starts from ``baseline``'s ResNet50."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    trainable_from: ResNetStage = "conv1"
     if name == "resnet50_lstm" and settings.train.hybrid_backbone_from_baseline:
         if baseline is None:
             raise ValueError("the hybrid starts from the ResNet50 baseline: train it first")
-        settings = with_baseline_backbone(settings, baseline, out_dir)
+        settings, trainable_from = with_baseline_backbone(settings, baseline, out_dir)
     cfg = settings.train
     keras.utils.set_random_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(train.y) / settings.preprocess.batch_size)
-    model = build_model(name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch)
+    model = build_model(
+        name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch, trainable_from
+    )
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
-    callbacks = _statistics_callbacks(cfg, train, settings.preprocess.batch_size) + [
+    callbacks = [
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=cfg.checkpoint_monitor, mode=mode, save_best_only=True
         ),
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_history.csv")),
     ]
-    if cfg.early_stopping_patience is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=cfg.checkpoint_monitor, mode=mode, patience=cfg.early_stopping_patience
-            )
-        )
     started = time.perf_counter()
     fit = model.fit(
         train.x,

@@ -17,7 +17,7 @@ def test_reference_has_log_columns_and_predicted_labels() -> None:
     preds = pd.DataFrame(
         {"path": ["p0", "p2"], "label_index": [1, 0], "covid_probability": [0.9, 0.7]}
     )
-    ref = build_reference(_images(), preds, ["Normal", "COVID"], threshold=0.8)
+    ref = build_reference(_images(), preds, ["Normal", "COVID"], cutoff=0.8)
     assert ref["label"].tolist() == ["COVID", "Normal"]
     assert ref["actual_label"].tolist() == ["COVID", "Normal"]
     assert set(IMAGE_COLUMNS) <= set(ref.columns) and len(ref) == 2
@@ -26,4 +26,4 @@ def test_reference_has_log_columns_and_predicted_labels() -> None:
 def test_unknown_test_image_is_an_error() -> None:
     preds = pd.DataFrame({"path": ["zz"], "label_index": [1], "covid_probability": [0.9]})
     with pytest.raises(ValueError, match="missing"):
-        build_reference(_images(), preds, ["Normal", "COVID"], threshold=0.5)
+        build_reference(_images(), preds, ["Normal", "COVID"], cutoff=0.5)

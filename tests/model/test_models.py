@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cxr.core.config import MODEL_NAMES, ModelConfig, TrainConfig
+from cxr.core.errors import DataInputError
 from cxr.train.models import build_model, resolve_weights
 
 
@@ -55,7 +56,7 @@ def test_weights_file_is_loaded(tmp_path: Path) -> None:
 def test_weights_options() -> None:
     assert resolve_weights("none") is None
     assert resolve_weights("imagenet") == "imagenet"
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    with pytest.raises(DataInputError, match="weights file not found"):
         resolve_weights("/no/such/weights.h5")
 
 
@@ -85,25 +86,6 @@ def test_augmentation_changes_training_inputs_only(name: str) -> None:
     assert not np.allclose(np.asarray(augment(x, training=True)), x)
     first, second = model.predict(x, verbose=0), model.predict(x, verbose=0)
     assert np.array_equal(first, second)
-
-
-def test_horizontal_flip_mirrors_some_training_images_only() -> None:
-    from cxr.core.config import AugmentationConfig
-    from cxr.train.models import augmentation_block
-
-    only_flip = {"translation": 0, "zoom": 0, "rotation": 0, "contrast": 0}
-    block = augmentation_block(AugmentationConfig(horizontal_flip=True, **only_flip))
-    assert "random_flip" in [layer.name for layer in block.layers]
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-    out = np.asarray(block(x, training=True))
-    mirrored = [np.allclose(o, i[:, ::-1], atol=1e-6) for o, i in zip(out, x, strict=True)]
-    unchanged = [np.allclose(o, i, atol=1e-6) for o, i in zip(out, x, strict=True)]
-    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
-    assert 0 < sum(mirrored) < 16
-    assert np.array_equal(np.asarray(block(x, training=False)), x)
-    default = augmentation_block(AugmentationConfig())
-    assert "random_flip" not in [layer.name for layer in default.layers]
 
 
 def test_mixed_precision_computes_in_bfloat16_and_answers_in_float32() -> None:

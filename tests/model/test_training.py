@@ -27,11 +27,12 @@ def test_hybrid_starts_from_the_baseline_weights_at_the_fine_tune_rate(tmp_path:
     )
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
-    tuned = with_baseline_backbone(settings, trained, tmp_path)
+    tuned, stage = with_baseline_backbone(settings, trained, tmp_path)
+    assert stage == "conv5"
     assert tuned.train.learning_rate == settings.train.fine_tune_learning_rate == 1e-4
     assert tuned.train.epochs == 3 and settings.train.epochs == 24
     assert settings.train.learning_rate == 1e-3  # the caller's settings are unchanged
-    hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, steps_per_epoch=10)
+    hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, 10, stage)
     expected = baseline.get_layer("resnet50").get_weights()
     got = hybrid.get_layer("resnet50").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
@@ -42,7 +43,8 @@ def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> Non
     assert settings.train.fine_tune_epochs is None
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
-    assert with_baseline_backbone(settings, trained, tmp_path).train.epochs == settings.train.epochs
+    tuned, _ = with_baseline_backbone(settings, trained, tmp_path)
+    assert tuned.train.epochs == settings.train.epochs
 
 
 def test_recipe_settings_are_checked() -> None:
@@ -50,8 +52,9 @@ def test_recipe_settings_are_checked() -> None:
 
     with pytest.raises(ConfigError, match="needs resnet50 and resnet50_lstm"):
         load_settings("recipe", overrides={"train.models": ["resnet50_lstm"]}, environ={})
-    with pytest.raises(ConfigError, match="needs pretrained model.backbone_weights"):
-        load_settings("paper", overrides={"model.backbone_trainable_from": "conv4"}, environ={})
+    settings = load_settings("paper", environ={})
+    with pytest.raises(ValueError, match="needs pretrained backbone weights"):
+        build_model("resnet50", 32, settings.model, settings.train, trainable_from="conv4")
 
 
 def test_hybrid_fine_tunes_only_the_stages_asked_for(tmp_path: Path) -> None:
@@ -62,8 +65,8 @@ def test_hybrid_fine_tunes_only_the_stages_asked_for(tmp_path: Path) -> None:
     )
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
     trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
-    tuned = with_baseline_backbone(settings, trained, tmp_path)
-    hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, steps_per_epoch=10)
+    tuned, stage = with_baseline_backbone(settings, trained, tmp_path)
+    hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, 10, stage)
     backbone = hybrid.get_layer("resnet50")
     trainable = {layer.name[:5] for layer in backbone.layers if layer.trainable and layer.weights}
     assert trainable == {"conv5"}

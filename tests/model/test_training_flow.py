@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from cxr.core.model_store import read_serving_info
-from cxr.run_settings import settings_fingerprint
 from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
@@ -39,8 +38,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     corrupt = small_real_dataset / "COVID" / "images" / "COVID-corrupt.png"
     corrupt.write_bytes(good[:2000])
     runs = tmp_path / "runs"
-    args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-threshold", "0"]
-    args += ["--set", "gate.calibrate_threshold=true"]
+    args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-min-score", "0"]
+    args += ["--set", "decision.cutoff_from_validation=true"]
     result = run_cli(*args, "--runs-dir", str(runs), "--run-id", "seed-1", api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
     tags = last_json(result.stdout)
@@ -52,8 +51,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     for name, model in metrics["models"].items():
         assert model["test"]["n"] == 6 and 0 <= model["test"]["accuracy"] <= 1
         assert len(model["test"]["accuracy_ci95"]) == 2
-        assert model["decision_threshold"]["chosen_on"] == "validation"
-        assert model["test"]["threshold"] == model["decision_threshold"]["value"]
+        assert model["cutoff"]["chosen_on"] == "validation"
+        assert model["test"]["threshold"] == model["cutoff"]["value"]
         assert (run / "plots" / f"{name}_curves.png").is_file()
         assert (run / "plots" / f"{name}_confusion.png").is_file()
     assert metrics["gate"]["passed"] is True and metrics["synthetic"] is False
@@ -77,7 +76,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert stored.info.metadata["dataset_fingerprint"] == metrics["dataset_fingerprint"]
     assert stored.info.metadata["git_commit"]
     shipped_threshold = metrics["models"]["resnet50_lstm"]["test"]["threshold"]
-    assert read_serving_info(stored)["decision_threshold"] == shipped_threshold
+    assert read_serving_info(stored)["cutoff"] == shipped_threshold
     reference = pd.read_csv(Path(stored.path) / "reference.csv")
     assert len(reference) == 6 and reference["covid_probability"].between(0, 1).all()
     assert {"label", "actual_label", "width", "mode", "mean_intensity", "entropy"} <= set(
@@ -102,35 +101,21 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert json.loads(unseen.read_text())["n"] == 60
     lstm_threshold = metrics["models"]["lstm"]["test"]["threshold"]
     assert json.loads(unseen.read_text())["threshold"] == lstm_threshold
-    results = tmp_path / "docs" / "RESULTS.md"
-    done = run_cli("results", "--runs-dir", str(runs), "--out", str(results))
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = results.read_text()
-    assert (tmp_path / "docs" / "results" / "runs" / "seed-1" / "metrics.json").is_file()
-    # made with --set/--epochs/--image-size: its own variant of `demo`, never averaged in
-    variant = f"demo ({settings_fingerprint(json.loads((run / 'config.json').read_text()))})"
-    assert f"`seed-1` | {variant} | 42 | 48/6/6 | 32 |" in text
-    assert f"- `{variant}`: " in text and "`preprocess.image_size` 32 (now" in text
-    assert f"| LSTM | {variant} | seed 42 | checkpoint | 60 |" in text  # unseen-image row
-    assert "| ResNet50-LSTM | paper | - | 100 | 0.95 |" in text
-    assert (
-        tmp_path / "docs" / "results" / f"curves_{variant[:-1].replace(' (', '_')}.png"
-    ).is_file()
 
 
-def test_model_under_the_threshold_is_not_packaged(prefect_server, small_real_dataset, tmp_path):
+def test_model_under_the_minimum_is_not_packaged(prefect_server, small_real_dataset, tmp_path):
     # A learning rate of 0 keeps the untrained model (here every answer falls on one side
-    # of 0.5, so half of the balanced test split is right): far below the threshold.
+    # of 0.5, so half of the balanced test split is right): far below the minimum.
     runs = tmp_path / "runs"
     args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--model", "lstm"]
     args += ["--set", "gate.model=lstm", "--set", "packaging.model_name=cxr-rejected"]
-    args += ["--learning-rate", "0", "--gate-threshold", "0.95"]
+    args += ["--learning-rate", "0", "--gate-min-score", "0.95"]
     result = run_cli(*args, "--runs-dir", str(runs), api_url=prefect_server)
     assert result.returncode == 4, result.stderr[-3000:]
     metrics = json.loads((_run_dir(runs) / "metrics.json").read_text())
     gate = metrics["gate"]
     assert metrics["wall_seconds"] > 0  # recorded when the gate rejects too
-    assert gate["value"] < 0.95 and gate["threshold"] == 0.95 and gate["passed"] is False
+    assert gate["value"] < 0.95 and gate["min_score"] == 0.95 and gate["passed"] is False
     assert "error: gate REJECTED: lstm test accuracy" in result.stderr
     assert "nothing was packaged" in result.stderr
     with pytest.raises(bentoml.exceptions.NotFound):
@@ -171,7 +156,9 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path):
     assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "taken"]
     no_checkpoint = run_cli("evaluate", "--model", str(tmp_path / "x.keras"), "--data-dir", ".")
     assert no_checkpoint.returncode == 2 and "checkpoint not found" in no_checkpoint.stderr
-    no_runs = run_cli("results", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "R.md"))
-    assert no_runs.returncode == 2 and "no finished runs" in no_runs.stderr
+    renamed = run_cli("train", "--data-dir", str(tmp_path), "--set", "gate.threshold=0.9")
+    assert renamed.returncode == 2 and "gate.threshold is now gate.min_score" in renamed.stderr
+    bad_set = run_cli("train", "--data-dir", str(tmp_path), "--set", "gate.min_score")
+    assert bad_set.returncode == 2 and "--set needs key=value" in bad_set.stderr
     no_model = run_cli("evaluate", "--model", "nope:latest", "--data-dir", ".")
     assert no_model.returncode == 2 and "not found" in no_model.stderr
