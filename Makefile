@@ -8,7 +8,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 export GX_ANALYTICS_ENABLED ?= false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test results lint format clean
+.PHONY: run test test-fast results lint format clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,15 +19,21 @@ $(STAMP): pyproject.toml requirements-lock.txt
 run: $(STAMP)
 	$(BIN)/cxr train
 
+# The whole suite, what CI runs (.ci/run). With CI=true a missing ../shared/data fails it.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# docs/RESULTS.md from real data (scripts/real_data_results.sh): ~50 min per recipe seed on
-# 2 cores with AVX512-BF16, about three hours without (benchmarks/train_speed.py)
+# Code tests only (no training, no servers, no real images): for development.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not real_data"
+
+# research/RESULTS.md from real data (research/real_data_results.sh): ~50 min per recipe
+# seed on 2 cores with AVX512-BF16, about three hours without (research/train_speed.py)
 results: $(STAMP)
-	CXR=$(BIN)/cxr PYTHON=$(BIN)/python scripts/real_data_results.sh
+	CXR=$(BIN)/cxr PYTHON=$(BIN)/python research/real_data_results.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,10 +11,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cxr.core.config import REPO_ROOT, Settings, load_settings
-from cxr.core.devices import compute_devices, use_bfloat16
 from cxr.core.runs import Run, git_commit
 from cxr.data.demo_data import is_synthetic
 from cxr.data.ingestion import fingerprint, resolve_dataset_root
+from cxr.train.devices import compute_devices, use_bfloat16
 from cxr.train.training import TrainedModel, training_order
 from tasks.evaluate import evaluate
 from tasks.gate import gate

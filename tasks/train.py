@@ -6,9 +6,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cxr.core.config import ModelName, Settings
-from cxr.core.devices import compute_devices
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
+from cxr.train.devices import compute_devices
 from cxr.train.reporting import plot_training_curves
 from cxr.train.training import TrainedModel, train_model
 from tasks.artifacts import publish_image

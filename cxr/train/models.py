@@ -31,8 +31,8 @@ from cxr.core.config import (
     ResNetStage,
     TrainConfig,
 )
-from cxr.core.devices import use_bfloat16
 from cxr.core.errors import DataInputError
+from cxr.train.devices import use_bfloat16
 
 
 def resolve_weights(weights: str) -> str | None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr.core import devices
 from cxr.core.config import load_settings
+from cxr.train import devices
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
