@@ -18,7 +18,7 @@ from tests.conftest import real_images
 pytestmark = pytest.mark.slow
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 200, 50, 50
 # The recipe, shorter and smaller. The hybrid's own validation accuracy is flat after its
-# first epochs on the baseline's backbone (docs/RECIPE_NOTES.md), so it gets 3 of them:
+# first epochs on the baseline's backbone (research/NOTES.md), so it gets 3 of them:
 # on a 2-core CPU about 460 s for both models instead of about 600 s.
 BRIEF = {"train.epochs": 8, "preprocess.image_size": 64, "train.fine_tune_epochs": 3}
 
