@@ -24,6 +24,7 @@ import numpy as np
 
 from cxr.core.config import load_settings
 from cxr.core.image_stats import image_statistics
+from cxr.core.inference import Predictor
 from cxr.core.model_store import load_model, read_serving_info
 from cxr.core.preprocessing import (
     ImageDecodeError,
@@ -55,6 +56,8 @@ class ModelRunner:
 
     def __init__(self) -> None:
         self.packaged = load_model(str(self.stored.tag))
+        self.predict = Predictor(self.packaged.model, SERVE.max_batch_size)
+        self.predict.warm_up(self.packaged.image_size)  # no request pays for compilation
 
     @bentoml.api(
         batchable=SERVE.batching,
@@ -64,7 +67,7 @@ class ModelRunner:
     )
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """P(COVID) for each preprocessed image of the batch."""
-        return np.asarray(self.packaged.model(batch, training=False), np.float32).reshape(-1)
+        return self.predict(batch)
 
 
 @bentoml.service(name="cxr-classifier", traffic={"timeout": 60})

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 
 from cxr.core.config import DecisionConfig
 from cxr.core.errors import DataInputError
+from cxr.core.inference import Predictor
 from cxr.data.dataset import Arrays, load_arrays
 
 PREDICT_BATCH = 32
@@ -37,8 +38,9 @@ def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[fl
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    """P(COVID) for each image of a preprocessed batch."""
-    return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0)).reshape(-1)
+    """P(COVID) for each image of a preprocessed batch, through the same compiled path
+    as the service."""
+    return Predictor(model, PREDICT_BATCH)(x)
 
 
 def compute_metrics(y_true: np.ndarray, prob: np.ndarray, cutoff: float) -> dict[str, object]:
