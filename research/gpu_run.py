@@ -1,35 +1,32 @@
-"""Train the flow's three models on the lent GPU machine (JAX, no TensorFlow or Prefect).
+"""Train and evaluate the flow's three models on a GPU host (Keras on JAX or TensorFlow;
+no Prefect, no gate, no packaging).
 
-The device machine cannot see ``../shared`` and takes at most 64 MiB per call, so:
+1. ``bundle`` re-encodes the pool and unseen images that ``cxr holdout`` wrote as
+   grayscale PNGs at the training size, so a copy for another host is small and
+   ``to_model_input`` does not resize a second time;
+2. ``train`` runs the flow's own steps on the bundle (``ingest``, ``split_dataset``,
+   ``split_arrays``, ``train_model`` in ``training_order``, ``evaluate_model`` for the
+   cut-off and the test split) and evaluates each model on the unseen images too, into
+   one JSON report with the devices and wall times.
 
-1. here: ``cxr holdout`` the real data, then ``bundle`` re-encodes pool and unseen images
-   at the training size (2,400 images at 224 px: about 48 MiB) into an ignored folder;
-2. there: ``train`` runs the flow's own training functions (ingest, split, the one
-   preprocessing function, ``train_model`` in ``training_order``, the validation cut-off)
-   and evaluates on the unseen images in the same call, writing one JSON report (a
-   ResNet50 checkpoint is too big to bring back).
+Run from the repository root (it imports ``cxr``, installed or not):
 
-    .venv/bin/python scripts/device_run.py bundle --pool P --unseen U --out .device/bundle
-    # wheels for keras and pydantic (docs/RECIPE_NOTES.md) into .device/whl, then a device
-    # `run` with carry [".device"], starting with: python3 -m pip install -q --no-index
-    # --no-deps --target /tmp/site .device/whl/*.whl && export PYTHONPATH=/tmp/site;
-    KERAS_BACKEND=jax python3 scripts/device_run.py train --bundle .device/bundle \\
-        --set preprocess.image_size=224 --out "$OUT/gpu_run.json"
+    .venv/bin/cxr holdout --data-dir DATA --out runs/holdout --per-class 200
+    .venv/bin/python -m research.gpu_run bundle --pool runs/holdout/pool \\
+        --unseen runs/holdout/unseen --out runs/bundle --size 224
+    KERAS_BACKEND=jax python -m research.gpu_run train --bundle runs/bundle \\
+        --set preprocess.image_size=224 --out runs/gpu_run.json
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, not installed there
 
 app = typer.Typer(add_completion=False)
 
@@ -41,10 +38,12 @@ def bundle(
     out: Annotated[Path, typer.Option(help="new folder for the re-encoded images")],
     size: Annotated[int, typer.Option(help="side in pixels; train at this size")] = 224,
 ) -> None:
-    """Re-encode every pool and unseen image as a size x size grayscale PNG."""
+    """Re-encode every pool and unseen image as a size x size grayscale PNG (decoded as
+    training decodes it)."""
     from PIL import Image
 
     from cxr.core.config import load_settings
+    from cxr.core.preprocessing import decode_grayscale
     from cxr.data.ingestion import list_class_images, resolve_dataset_root
 
     if out.exists():
@@ -58,9 +57,8 @@ def bundle(
             target = out / part / label
             target.mkdir(parents=True, exist_ok=False)
             for path in list_class_images(root, label):
-                image = (
-                    Image.open(path).convert("L").resize((size, size), Image.Resampling.BILINEAR)
-                )
+                gray, _ = decode_grayscale(path.read_bytes())
+                image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
                 image.save(target / f"{path.stem}.png", optimize=True)
                 written += 1
     megabytes = sum(p.stat().st_size for p in out.rglob("*.png")) / 2**20
@@ -73,23 +71,20 @@ def train(
     out: Annotated[Path, typer.Option(help="JSON report to write")],
     profile: Annotated[str, typer.Option()] = "recipe",
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value, repeatable")] = None,
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="folder for the checkpoints [a temporary one]")
+    ] = None,
 ) -> None:
     """Train the three models on bundle/pool; report test and unseen accuracy and times."""
-    from cxr.core.config import ConfigError, load_settings
-    from cxr.core.devices import compute_devices
+    from cxr.core.config import ConfigError, load_settings, parse_assignments
     from cxr.data.dataset import load_arrays, split_arrays, split_dataset
     from cxr.data.ingestion import ingest
-    from cxr.train.evaluation import choose_threshold, compute_metrics, predict_probabilities
+    from cxr.train.devices import compute_devices
+    from cxr.train.evaluation import compute_metrics, evaluate_model, predict_probabilities
     from cxr.train.training import train_model, training_order
 
-    overrides = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            typer.echo(f"error: --set needs key=value, got {item!r}", err=True)
-            raise typer.Exit(2)
-        overrides[key.strip()] = yaml.safe_load(value)
     try:
+        overrides = parse_assignments(set_ or [])
         settings = load_settings(profile, overrides=overrides, environ={})
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
@@ -105,7 +100,6 @@ def train(
         unseen_images["path"].tolist(),
         unseen_images["label_index"].astype(int).tolist(),
         settings.preprocess.image_size,
-        settings.preprocess.equalize,
     )
     report = {
         "profile": profile,
@@ -115,26 +109,22 @@ def train(
         "unseen_n": len(unseen.y),
         "models": {},
     }
+    workdir = checkpoints or Path(tempfile.mkdtemp(prefix="cxr-gpu-run-"))
     trained = {}
-    workdir = Path(tempfile.mkdtemp(prefix="cxr-device-"))  # checkpoints stay on the machine
     for name in training_order(settings.train):
         model = train_model(
             name, arrays["train"], arrays["val"], settings, workdir, trained.get("resnet50")
         )
         trained[name] = model
-        cut = settings.gate.decision_threshold
-        if settings.gate.calibrate_threshold:
-            cut, _ = choose_threshold(
-                arrays["val"].y, predict_probabilities(model.model, arrays["val"].x)
-            )
+        evaluated = evaluate_model(model.model, arrays["val"], arrays["test"], settings.decision)
+        cutoff = evaluated.metrics["threshold"]
+        unseen_probabilities = predict_probabilities(model.model, unseen.x)
         report["models"][name] = {
             "train_seconds": round(model.seconds, 1),
             "best_epoch": model.best_epoch + 1,
-            "threshold": cut,
-            "test": compute_metrics(
-                arrays["test"].y, predict_probabilities(model.model, arrays["test"].x), cut
-            ),
-            "unseen": compute_metrics(unseen.y, predict_probabilities(model.model, unseen.x), cut),
+            "cutoff": evaluated.cutoff,
+            "test": evaluated.metrics,
+            "unseen": compute_metrics(unseen.y, unseen_probabilities, cutoff),
         }
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Reproduce docs/RESULTS.md on real radiographs:
+# Reproduce research/RESULTS.md on real radiographs:
 #   1. set images aside with `cxr holdout` before any run (once; reused afterwards),
 #   2. train each profile once per seed on the rest (the full flow: validation, gate, packaging),
 #   3. evaluate every model of every run on the unseen images with `cxr evaluate`
 #      (the packaged model when the gate passed, the run's checkpoint otherwise),
 #   4. copy each run's small record (config, metrics, unseen metrics) into the committed
-#      docs/results/runs/ and write docs/RESULTS.md from those records with `cxr results`.
+#      research/results/runs/ and write research/RESULTS.md from those records
+#      (`python -m research.results`).
 # Settings (environment): DATA, WORK, PROFILES, SEEDS, UNSEEN_PER_CLASS, SETTINGS
-# (SETTINGS="preprocess.equalize=true ..." trains a variant: each k=v becomes a --set).
+# (SETTINGS="train.epochs=32 ..." trains a variant: each k=v becomes a --set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,4 +64,5 @@ PY
   done
 done
 
-"$CXR" results --runs-dir "$WORK/runs" --out docs/RESULTS.md  # records: docs/results/runs
+# records: research/results/runs
+"$PYTHON" -m research.results --runs-dir "$WORK/runs" --out research/RESULTS.md

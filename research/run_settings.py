@@ -1,26 +1,59 @@
 """The settings that shape a run's numbers: flattened, fingerprinted, compared with a
-built-in profile as it is now (``cxr results`` keeps runs of other settings apart)."""
+built-in profile as it is now (the cross-run report keeps runs of other settings apart).
+
+A run's ``config.json`` is read under today's names: a setting renamed since the run
+(``cxr.core.config.RENAMED``) is moved to its new name, and one removed since
+(``cxr.core.config.REMOVED``) is dropped, so records of older runs stay comparable."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
 
 from pydantic import ValidationError
 
-from cxr.core.config import Settings, available_profiles, load_settings
+from cxr.core.config import REMOVED, RENAMED, Settings, available_profiles, load_settings
 
-RESULT_SECTIONS = ("data", "preprocess", "model", "train", "gate")
+RESULT_SECTIONS = ("data", "preprocess", "model", "train", "gate", "decision")
 NOT_RESULTS = ("train.seed", "train.verbose")  # vary between runs of one variant
+_MISSING = object()
+
+
+def _pop(values: dict[str, Any], dotted: str) -> Any:
+    """Remove a dotted key from a nested mapping; its value, or ``_MISSING``."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        values = values.get(key)
+        if not isinstance(values, dict):
+            return _MISSING
+    return values.pop(last, _MISSING)
+
+
+def current_names(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config under today's setting names, without the settings removed since."""
+    config = copy.deepcopy(config)
+    for old, new in RENAMED.items():
+        value = _pop(config, old)
+        if value is not _MISSING:
+            *parents, last = new.split(".")
+            target = config
+            for key in parents:
+                target = target.setdefault(key, {})
+            target.setdefault(last, value)
+    for name in REMOVED:
+        _pop(config, name)
+    return config
 
 
 def result_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that shape a run's numbers, flattened to dotted keys; settings added
     since the run was made take their default (what the code did then)."""
+    config = current_names(config)
     try:
         config = Settings.model_validate(config).model_dump(mode="json")
-    except ValidationError:  # a setting since removed: compare the folder as written
+    except ValidationError:  # a setting unknown to this version: compare as written
         pass
     flat: dict[str, Any] = {}
 

@@ -6,7 +6,7 @@ depends on the CPU: with AVX512-BF16 or AMX it about halves the time from 96 px 
 without them it is emulated and far slower. ``train.mixed_precision: auto`` decides by
 the CPU's flags; this script checks that decision on the machine at hand.
 
-    .venv/bin/python benchmarks/train_speed.py --sizes 96 --sizes 128 --steps 6
+    .venv/bin/python -m research.train_speed --sizes 96 --sizes 128 --steps 6
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import typer
 
 from cxr.core.config import load_settings
-from cxr.core.devices import cpu_has_native_bfloat16
+from cxr.train.devices import cpu_has_native_bfloat16
 from cxr.train.models import build_model
 
 app = typer.Typer(add_completion=False)

@@ -1,10 +1,10 @@
 """The model code is pure Keras 3: the recipe trains on the JAX backend too, through the
-script a session with the lent GPU machine runs (``scripts/device_run.py``).
+GPU script (``research/gpu_run.py``).
 
-A GPU user (and the lent GPU machine, which has JAX but no TensorFlow) trains with
-``KERAS_BACKEND=jax``; a ``tf.*`` call slipped into a model, a callback or the optimiser
-set-up would break that path while every TensorFlow test stays green. The backend is
-fixed when Keras is imported, so the script runs in its own process."""
+A GPU user (typically with JAX and no TensorFlow) trains with ``KERAS_BACKEND=jax``; a
+``tf.*`` call slipped into a model, a callback or the optimiser set-up would break that
+path while every TensorFlow test stays green. The backend is fixed when Keras is
+imported, so the script runs in its own process."""
 
 from __future__ import annotations
 
@@ -19,30 +19,25 @@ import pytest
 from tests.conftest import REPO, link_dataset, real_images
 
 pytestmark = pytest.mark.slow
-SCRIPT = str(REPO / "scripts" / "device_run.py")
-# the recipe (augmentation, warm-up + cosine, the hybrid from the baseline's backbone) with
-# EMA, precise batch-norm statistics, weight decay and label smoothing switched on
+# the recipe (augmentation, warm-up + cosine, the hybrid from the baseline's backbone, the
+# cut-off chosen on validation), small and short
 SETTINGS = {
     "preprocess.image_size": 32,
     "preprocess.batch_size": 8,
     "train.epochs": 2,
     "train.verbose": 0,
-    "train.ema_momentum": 0.9,
-    "train.precise_bn_images": 8,
-    "train.weight_decay": 0.05,
-    "train.label_smoothing": 0.1,
 }
 
 
 def _script(*args: str, backend: str = "tensorflow") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KERAS_BACKEND": backend}
     return subprocess.run(
-        [sys.executable, SCRIPT, *args],
+        [sys.executable, "-m", "research.gpu_run", *args],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
     )  # fmt: skip
 
 
-def test_recipe_trains_on_the_jax_backend_through_the_device_script(tmp_path: Path) -> None:
+def test_recipe_trains_on_the_jax_backend_through_the_gpu_script(tmp_path: Path) -> None:
     pool = link_dataset(
         tmp_path / "pool", {"COVID": real_images("COVID", 30), "Normal": real_images("Normal", 30)}
     )
@@ -73,4 +68,8 @@ def test_recipe_trains_on_the_jax_backend_through_the_device_script(tmp_path: Pa
     assert set(report["models"]) == {"resnet50", "resnet50_lstm", "lstm"}
     for name, model in report["models"].items():
         assert model["test"]["n"] == 6 and model["unseen"]["n"] == 10, name
+        assert model["cutoff"]["chosen_on"] == "validation", name
+        assert (
+            model["unseen"]["threshold"] == model["test"]["threshold"] == model["cutoff"]["value"]
+        )
         assert 0.0 <= model["unseen"]["accuracy"] <= 1.0 and model["train_seconds"] > 0
