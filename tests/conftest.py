@@ -1,6 +1,11 @@
 """Shared fixtures. Stores (BentoML, Prefect) live in a temporary folder per session, and
-real images come from ``../shared/data`` (linked into temporary datasets, never copied
-into the repository)."""
+real images come from ``../shared/data`` or ``$CXR_SHARED_DATA`` (linked into temporary
+datasets, never copied into the repository).
+
+Tests that read real images are marked ``real_data`` (by hand, or here: any test or
+fixture whose code reaches ``real_images``, ``RELEASE``, ``TUBERCULOSIS`` or
+``SHARED_DATA``). Without the data they skip with a reason; with ``CI=true`` the run
+fails instead, so a CI job that lost its data cannot pass on skipped tests."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 _HOME = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
@@ -17,23 +23,92 @@ os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+# read before the CXR_ settings are cleared (tests must not see a developer's CXR_* env)
+SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA") or REPO.parent / "shared" / "data")
 for _key in [k for k in os.environ if k.startswith("CXR_")]:
     del os.environ[_key]
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", REPO.parent / "shared" / "data"))
 RELEASE = SHARED_DATA / "COVID-19_Radiography_Dataset"
 TUBERCULOSIS = SHARED_DATA / "TB_Chest_Radiography_Database" / "Tuberculosis"
+IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+REAL_DATA_NAMES = {"real_images", "RELEASE", "TUBERCULOSIS", "SHARED_DATA"}
+
+
+def _missing_data_message() -> str:
+    return f"real data not found at {RELEASE} (set CXR_SHARED_DATA to the folder holding it)"
 
 
 def real_images(label: str, n: int, offset: int = 0) -> list[Path]:
     """n real images of one class from the shared sample, in a fixed order."""
     if not RELEASE.is_dir():
-        pytest.skip(f"real data not found at {RELEASE} (it exists in this project's CI)")
+        if IN_CI:
+            pytest.fail(f"CI=true but {_missing_data_message()}", pytrace=False)
+        pytest.skip(_missing_data_message())
     paths = sorted((RELEASE / label / "images").glob("*.png"))
     return paths[offset : offset + n]
+
+
+def _reaches_real_data(function: types.FunctionType, seen: set[int]) -> bool:
+    """Whether a function, a function nested in it or a test-suite function it calls
+    names one of ``REAL_DATA_NAMES``."""
+    codes, scope = [function.__code__], function.__globals__
+    while codes:
+        code = codes.pop()
+        if id(code) in seen:
+            continue
+        seen.add(id(code))
+        if REAL_DATA_NAMES & set(code.co_names):
+            return True
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        for name in code.co_names:
+            called = scope.get(name)
+            if (
+                isinstance(called, types.FunctionType)
+                and called.__module__.startswith("tests")
+                and _reaches_real_data(called, seen)
+            ):
+                return True
+    return False
+
+
+def _needs_real_data(item: pytest.Item) -> bool:
+    if item.get_closest_marker("real_data"):
+        return True
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info else ():
+        functions += [d.func for d in defs]
+    seen: set[int] = set()
+    for function in functions:
+        function = getattr(function, "__wrapped__", function)
+        if isinstance(function, types.FunctionType) and _reaches_real_data(function, seen):
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `-m "not real_data"` sees the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _needs_real_data(item) and not item.get_closest_marker("real_data"):
+            item.add_marker(pytest.mark.real_data)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With CI=true, a run that selected real-data tests stops at once when the data is
+    missing (a skipped suite must not pass as a green CI job)."""
+    if not IN_CI or RELEASE.is_dir():
+        return
+    needing = [item.nodeid for item in session.items if item.get_closest_marker("real_data")]
+    if needing:
+        more = f" and {len(needing) - 3} more" if len(needing) > 3 else ""
+        pytest.exit(
+            f"CI=true but {_missing_data_message()}; {len(needing)} selected tests need it "
+            f"({', '.join(needing[:3])}{more})",
+            returncode=pytest.ExitCode.TESTS_FAILED,
+        )
 
 
 def link_dataset(root: Path, per_class: dict[str, list[Path]]) -> Path:
@@ -83,9 +158,21 @@ def small_real_dataset(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real (LSTM baseline, 64 px, histogram-equalised input, briefly trained) model
-    packaged in the test store with its monitoring reference, without running the flow."""
+def packaging_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 COVID + 20 Normal real radiographs (release layout) that the packaged test
+    models are trained on."""
+    return link_dataset(
+        tmp_path_factory.mktemp("packaged"),
+        {"COVID": real_images("COVID", 20), "Normal": real_images("Normal", 20)},
+    )
+
+
+def _train_and_package(
+    architecture: str, image_size: int, epochs: int, dataset: Path, folder: Path
+) -> str:
+    """Train ``architecture`` briefly (random init, seed 0) on ``dataset`` the way the
+    flow does (``build_model``, ``load_arrays``) and save it to the test store with its
+    serving info and monitoring reference, without running the flow; return the tag."""
     import keras
     import numpy as np
 
@@ -97,37 +184,49 @@ def packaged_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     from cxr.train.models import build_model
     from cxr.train.packaging import serving_info
 
-    root = link_dataset(
-        tmp_path_factory.mktemp("packaged"),
-        {"COVID": real_images("COVID", 20), "Normal": real_images("Normal", 20)},
-    )
-    settings = load_settings(
-        "demo",
-        overrides={
-            "gate.model": "lstm",
-            "data.samples_per_class": None,
-            "preprocess.image_size": 64,
-            "preprocess.equalize": True,
-        },
-        environ={},
-    )
-    images = ingest(root, settings.data, seed=0)
+    overrides = {"gate.model": architecture, "data.samples_per_class": None}
+    overrides["preprocess.image_size"] = image_size
+    settings = load_settings("demo", overrides=overrides, environ={})
+    images = ingest(dataset, settings.data, seed=0)
     paths, labels = images["path"].tolist(), images["label_index"].tolist()
-    arrays = load_arrays(paths, labels, 64, equalize=True)
+    arrays = load_arrays(paths, labels, image_size)
     keras.utils.set_random_seed(0)
-    model = build_model("lstm", 64, settings.model, settings.train)
-    model.fit(arrays.x, arrays.y, epochs=2, batch_size=8, verbose=0)
-    folder = tmp_path_factory.mktemp("model")
-    model.save(folder / "lstm.keras")
+    model = build_model(architecture, image_size, settings.model, settings.train)
+    model.fit(arrays.x, arrays.y, epochs=epochs, batch_size=8, verbose=0)
+    checkpoint = folder / f"{architecture}.keras"
+    model.save(checkpoint)
     probabilities = model.predict(arrays.x, verbose=0).reshape(-1)
+    assert np.isfinite(probabilities).all()
     predictions = images[["path", "label_index"]].assign(covid_probability=probabilities)
     reference = build_reference(images, predictions, settings.data.classes, 0.5)
     reference.to_csv(folder / "reference.csv", index=False)
-    assert np.isfinite(probabilities).all()
     return save_model(
-        "cxr-test-model",
-        folder / "lstm.keras",
+        f"cxr-test-{architecture.replace('_', '-')}",
+        checkpoint,
         serving_info(settings),
         {"run_id": "test", "synthetic": False},
         extra_files=[folder / "reference.csv"],
     )
+
+
+@pytest.fixture(scope="session")
+def packaged_model(packaging_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real LSTM baseline (64 px, 2 epochs) packaged in the test store with its
+    monitoring reference: the model the service and monitoring tests serve."""
+    return _train_and_package("lstm", 64, 2, packaging_dataset, tmp_path_factory.mktemp("lstm"))
+
+
+@pytest.fixture(scope="session")
+def packaged_hybrid(packaging_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The gated architecture, ResNet50-LSTM (64 px, random init, 1 epoch), packaged in
+    the test store like :func:`packaged_model`."""
+    folder = tmp_path_factory.mktemp("hybrid")
+    return _train_and_package("resnet50_lstm", 64, 1, packaging_dataset, folder)
+
+
+@pytest.fixture(scope="session")
+def hybrid_bento(packaged_hybrid: str) -> str:
+    """The bento built from ``bentofile.yaml`` around :func:`packaged_hybrid`; its tag."""
+    from cxr.train.packaging import build_bento
+
+    return build_bento(packaged_hybrid)

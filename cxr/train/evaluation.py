@@ -34,7 +34,8 @@ def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[fl
     denom = 1 + z**2 / total
     centre = (p + z**2 / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # rounding can put a bound a hair past the estimate at p = 0 or 1: keep p inside
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bentoml
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from cxr.core.model_store import PackagedModel, load_model
+from cxr.core.preprocessing import preprocess_image
 from cxr.serve.prediction_log import count_rows, create_log_engine, read_predictions
-from cxr.serve.server_process import start_server
+from cxr.serve.server_process import ServerProcess, start_server
 from tests.code.test_preprocessing import bomb_png
 from tests.conftest import link_dataset, real_images, run_cli
 
@@ -92,16 +96,10 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
     for name, probability in served.items():
         local = evaluated.loc[evaluated["name"] == name, "covid_probability"].item()
         assert abs(local - probability) < 1e-5, name
-    # the model was trained on equalised input: the service and evaluate must equalise too
-    from cxr.core.model_store import load_model
-    from cxr.core.preprocessing import preprocess_image
-
+    # the service's input is training's: the model applied to preprocess_image's tensor
     packaged = load_model(packaged_model)
-    assert packaged.equalize and client.post("/info", json={}).json()["equalize"] is True
     for path in paths[:2]:
-        equalised = preprocess_image(path.read_bytes(), 64, equalize=True)[None]
-        direct = float(np.asarray(packaged.model(equalised, training=False)).reshape(-1)[0])
-        assert abs(direct - served[path.name]) < 1e-5, path.name
+        assert abs(_direct(packaged, path.read_bytes()) - served[path.name]) < 1e-5, path.name
     logged = read_predictions(log).iloc[before:]
     assert len(logged) == len(paths)
     np.testing.assert_allclose(logged["covid_probability"], list(served.values()), atol=1e-9)
@@ -203,20 +201,108 @@ def test_cxr_serve_refuses_an_unknown_model() -> None:
     assert result.returncode == 2 and "not found in the BentoML store" in result.stderr
 
 
-def test_the_built_bento_serves_the_same_model(packaged_model: str, tmp_path: Path) -> None:
-    from cxr.train.packaging import build_bento
+def _direct(packaged: PackagedModel, image: bytes) -> float:
+    """P(COVID) of the packaged model applied in this process to ``preprocess_image``."""
+    x = preprocess_image(image, packaged.image_size)[None]
+    return float(np.asarray(packaged.model(x, training=False)).reshape(-1)[0])
 
-    bento_tag = build_bento(packaged_model)
-    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    running = start_server(
-        {"CXR_SERVE__MODEL_TAG": packaged_model, "CXR_SERVE__PREDICTION_LOG_URL": log_url},
-        target=bento_tag,
-        cwd=tmp_path,
+
+def _batch_sizes(client: httpx.Client) -> tuple[float, float, float]:
+    """ModelRunner.infer's adaptive batches so far, from the Prometheus histogram
+    ``bentoml_service_adaptive_batch_size`` at /metrics: (batches, requests in them,
+    batches of one request)."""
+    found = {"count": 0.0, "sum": 0.0, "one": 0.0}
+    pattern = re.compile(r"^bentoml_service_adaptive_batch_size_(bucket|count|sum)\{(.*)\} (\S+)$")
+    for line in client.get("/metrics").text.splitlines():
+        match = pattern.match(line)
+        if not match or 'method_name="infer"' not in match[2]:
+            continue
+        if match[1] != "bucket":
+            found[match[1]] += float(match[3])
+        elif 'le="1.0"' in match[2]:
+            found["one"] += float(match[3])
+    return found["count"], found["sum"], found["one"]
+
+
+@pytest.fixture(scope="module")
+def hybrid_images() -> list[bytes]:
+    """24 real radiographs (12 per class) the service has not been trained on."""
+    paths = real_images("COVID", 12, offset=800) + real_images("Normal", 12, offset=800)
+    return [path.read_bytes() for path in paths]
+
+
+def _serve_bento(bento: str, model_tag: str, folder: Path, **settings: str) -> ServerProcess:
+    """``bentoml serve <bento>`` (from a folder outside the repository, so nothing of the
+    working tree can be imported) with a prediction log in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        "CXR_SERVE__MODEL_TAG": model_tag,
+        "CXR_SERVE__PREDICTION_LOG_URL": f"sqlite:///{folder / 'predictions.db'}",
+        **{f"CXR_SERVE__{key.upper()}": value for key, value in settings.items()},
+    }
+    return start_server(env, target=bento, cwd=folder, log_file=folder / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def hybrid_server(hybrid_bento: str, packaged_hybrid: str, tmp_path_factory):
+    """The built bento serving the gated ResNet50-LSTM, adaptive batching on (default),
+    batches of up to 8 (fewer padded sizes for the runner to compile at start)."""
+    folder = tmp_path_factory.mktemp("hybrid-serve")
+    running = _serve_bento(hybrid_bento, packaged_hybrid, folder, max_batch_size="8")
+    client = httpx.Client(base_url=running.url, timeout=120)
+    yield client, folder
+    client.close()
+    running.stop()
+
+
+def test_the_built_bento_serves_the_gated_hybrid(
+    hybrid_server, hybrid_bento: str, packaged_hybrid: str, hybrid_images: list[bytes]
+) -> None:
+    client, folder = hybrid_server
+    bento = bentoml.bentos.get(hybrid_bento)
+    assert {str(model.tag) for model in bento.info.all_models} == {packaged_hybrid}
+    info = client.post("/info", json={}).json()
+    assert info["model_tag"] == packaged_hybrid and info["batching"] is True
+    assert info["image_size"] == 64 and info["threshold"] == 0.5
+    packaged = load_model(packaged_hybrid)
+    assert packaged.metadata["run_id"] == "test" and packaged.cutoff == 0.5
+    assert packaged.model.get_layer("resnet50") is not None  # the hybrid, not a baseline
+    for image in hybrid_images[:3] + hybrid_images[-3:]:
+        answer = _predict(client, image)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model_tag"] == packaged_hybrid
+        assert abs(body["covid_probability"] - _direct(packaged, image)) < 1e-5
+        assert body["label"] == ("COVID" if body["covid_probability"] >= 0.5 else "Normal")
+    log = create_log_engine(f"sqlite:///{folder / 'predictions.db'}")
+    assert count_rows(log)["predictions"] == 6
+
+
+def test_adaptive_batching_batches_concurrent_requests_and_changes_no_answer(
+    hybrid_server, hybrid_bento: str, packaged_hybrid: str, hybrid_images: list[bytes], tmp_path
+) -> None:
+    client, _ = hybrid_server
+    batches, requests, single = _batch_sizes(client)
+    with ThreadPoolExecutor(max_workers=len(hybrid_images)) as pool:
+        answers = list(pool.map(lambda image: _predict(client, image), hybrid_images))
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    batched = [a.json()["covid_probability"] for a in answers]
+    after = _batch_sizes(client)
+    new_batches, new_requests = after[0] - batches, after[1] - requests
+    assert new_requests == len(hybrid_images)  # each request went through one batch
+    assert new_batches - (after[2] - single) >= 1, after  # at least one batch of 2 or more
+    assert len(hybrid_images) / 8 <= new_batches < len(hybrid_images)
+
+    unbatched_server = _serve_bento(
+        hybrid_bento, packaged_hybrid, tmp_path / "unbatched", batching="false", max_batch_size="8"
     )
     try:
-        image = real_images("Normal", 1, offset=500)[0].read_bytes()
-        answer = httpx.post(f"{running.url}/predict", files={"image": ("a.png", image)}, timeout=60)
-        assert answer.status_code == 200 and answer.json()["model_tag"] == packaged_model
-    finally:
-        running.stop()
-    assert count_rows(create_log_engine(log_url))["predictions"] == 1
+        with httpx.Client(base_url=unbatched_server.url, timeout=120) as unbatched:
+            assert unbatched.post("/info", json={}).json()["batching"] is False
+            alone = [
+                _predict(unbatched, image).json()["covid_probability"] for image in hybrid_images
+            ]
+            assert _batch_sizes(unbatched)[0] == 0  # no adaptive batching at all
+    finally:  # a throwaway server: SIGKILL (a SIGTERM'd hybrid server takes ~50 s to stop)
+        unbatched_server.stop(signal.SIGKILL)
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
