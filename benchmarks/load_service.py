@@ -1,18 +1,28 @@
-"""Load test of the served model: N concurrent clients for a fixed time on loopback,
-with adaptive batching on and off in the same run (the on/off ratio is the figure).
+"""Load benchmark of the served model against the model's own compiled speed, in one run.
 
-    .venv/bin/python benchmarks/load_service.py --model cxr-classifier:latest \
-        --clients 16 --seconds 60 --images ../shared/data/COVID-19_Radiography_Dataset
+    .venv/bin/python benchmarks/load_service.py                      # pinned model (below)
+    .venv/bin/python benchmarks/load_service.py --model cxr-classifier:latest --seconds 60
 
-Prints requests/s, p50/p95/p99 latency, errors and logged rows for each mode.
+1. **Raw**: the packaged model through the service's compiled predict path
+   (:class:`cxr.core.inference.Predictor`), in this process: batch-1 latency and the
+   batch-32 rate.
+2. **Served**: ``bentoml serve`` on loopback, driven by an asynchronous client (one
+   process, so the load generator takes little of the CPU it shares with the server):
+   1 client, then N clients with adaptive batching on, then N with it off.
+
+Prints every figure and the ratios: served / raw rate at N clients, batching on / off,
+p50 at 1 client / raw batch-1 latency. Exits 1 when a request failed or an answered
+request is missing from the prediction log. Without ``--model`` it packages the pinned
+benchmark model: a ResNet50-LSTM at 64 px with random weights (speed does not depend on
+the weights) under the name ``cxr-bench``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -23,99 +33,145 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cxr.core.inference import Predictor  # noqa: E402
+from cxr.core.model_store import load_model, save_model  # noqa: E402
 from cxr.serve.prediction_log import count_rows, create_log_engine  # noqa: E402
 from cxr.serve.server_process import start_server  # noqa: E402
 
 app = typer.Typer()
+RAW_BATCH = 32
 
 
-def _drive(url: str, images: list[bytes], clients: int, seconds: float) -> dict[str, object]:
-    """Each client sends images back to back until the time is up."""
+def pinned_model(image_size: int = 64) -> str:
+    """Package the benchmark model (random-init ResNet50-LSTM) and return its tag."""
+    from cxr.core.config import load_settings
+    from cxr.train.models import build_model
+    from cxr.train.packaging import serving_info
+
+    settings = load_settings("demo", overrides={"preprocess.image_size": image_size}, environ={})
+    model = build_model("resnet50_lstm", image_size, settings.model, settings.train)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "model.keras"
+        model.save(checkpoint)
+        return save_model("cxr-bench", checkpoint, serving_info(settings), {"benchmark": True})
+
+
+def raw_speed(tag: str, repeats: int = 30) -> dict[str, float]:
+    """Batch-1 latency (median ms) and batch-32 rate (images/s) of the compiled path."""
+    packaged = load_model(tag)
+    predict = Predictor(packaged.model, RAW_BATCH)
+    predict.warm_up(packaged.image_size)
+    size = packaged.image_size
+    one = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
+    full = np.random.default_rng(1).random((RAW_BATCH, size, size, 3), dtype=np.float32)
+    single = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predict(one)
+        single.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        predict(full)
+    rate = repeats * RAW_BATCH / (time.perf_counter() - started)
+    return {"batch1_ms": round(float(np.median(single)) * 1000, 2), "batch32_img_s": round(rate, 1)}
+
+
+async def _drive(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
+    """``clients`` concurrent request loops, each sending images back to back."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        stop_at = time.perf_counter() + seconds
 
-    def client(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as http:
+        async def loop(index: int) -> None:
             i = index
             while time.perf_counter() < stop_at:
-                data = images[i % len(images)]
-                i += clients
+                data, i = images[i % len(images)], i + clients
                 started = time.perf_counter()
                 try:
-                    status = http.post("/predict", files={"image": ("x.png", data)}).status_code
+                    response = await http.post("/predict", files={"image": ("x.png", data)})
+                    status = str(response.status_code)
                 except httpx.HTTPError as error:
                     status = type(error).__name__
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if status == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors[str(status)] = errors.get(str(status), 0) + 1
+                if status == "200":
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(i) for i in range(clients)))
+        wall = time.perf_counter() - started
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
+        "clients": clients,
         "answered": len(latencies),
         "requests_per_s": round(len(latencies) / wall, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "errors": sum(errors.values()),
         "error_kinds": errors,
     }
 
 
+def served(tag: str, images: list[bytes], batching: bool, runs: list[tuple[int, float]]) -> list:
+    """Start the service once and drive it with each (clients, seconds) in turn."""
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        log_url = f"sqlite:///{folder}/predictions.db"
+        env = {
+            "CXR_SERVE__MODEL_TAG": tag,
+            "CXR_SERVE__BATCHING": str(batching).lower(),
+            "CXR_SERVE__PREDICTION_LOG_URL": log_url,
+        }
+        server = start_server(env)
+        try:
+            for _ in range(3):  # first requests open connections and caches
+                httpx.post(f"{server.url}/predict", files={"image": ("w.png", images[0])})
+            engine = create_log_engine(log_url)
+            for clients, seconds in runs:
+                before = count_rows(engine)["predictions"]
+                result = asyncio.run(_drive(server.url, images, clients, seconds))
+                result["logged_rows"] = count_rows(engine)["predictions"] - before
+                result["batching"] = batching
+                typer.echo(json.dumps(result))
+                results.append(result)
+        finally:
+            server.stop()
+    return results
+
+
 @app.command()
 def main(
-    model: Annotated[str, typer.Option(help="packaged model tag")] = "cxr-classifier:latest",
+    model: Annotated[
+        str | None, typer.Option(help="packaged model tag (default: the pinned model)")
+    ] = None,
     images: Annotated[Path, typer.Option(help="folder searched for *.png")] = Path(
         "../shared/data/COVID-19_Radiography_Dataset"
     ),
     clients: Annotated[int, typer.Option()] = 16,
-    seconds: Annotated[float, typer.Option()] = 60,
+    seconds: Annotated[float, typer.Option(help="per measurement")] = 30,
     limit: Annotated[int, typer.Option(help="distinct images to cycle through")] = 200,
-    server_log: Annotated[Path | None, typer.Option(help="append server output here")] = None,
 ) -> None:
-    """Run the load with batching on, then off, and print both and their ratio."""
+    """Measure raw and served speed; print the figures and their ratios."""
     payloads = [p.read_bytes() for p in sorted(images.rglob("*.png"))[:limit]]
     if not payloads:
         raise typer.BadParameter(f"no PNG images under {images}")
-    results = {}
-    for batching in (True, False):
-        with tempfile.TemporaryDirectory() as folder:
-            log_url = f"sqlite:///{folder}/predictions.db"
-            server = start_server(
-                {
-                    "CXR_SERVE__MODEL_TAG": model,
-                    "CXR_SERVE__BATCHING": str(batching).lower(),
-                    "CXR_SERVE__PREDICTION_LOG_URL": log_url,
-                },
-                log_file=server_log,
-            )
-            try:
-                httpx.post(f"{server.url}/predict", files={"image": ("w.png", payloads[0])})
-                engine = create_log_engine(log_url)
-                warm = count_rows(engine)["predictions"]
-                result = _drive(server.url, payloads, clients, seconds)
-                result["logged_rows"] = count_rows(engine)["predictions"] - warm
-            finally:
-                server.stop()
-        results["batching_on" if batching else "batching_off"] = result
-        typer.echo(f"batching={'on ' if batching else 'off'} {json.dumps(result)}")
-    on, off = results["batching_on"], results["batching_off"]
-    ratio = on["requests_per_s"] / off["requests_per_s"] if off["requests_per_s"] else float("nan")
-    typer.echo(f"throughput ratio on/off: {ratio:.2f} ({clients} clients, {seconds:.0f} s each)")
-    for name, result in results.items():
+    tag = model or pinned_model()
+    raw = raw_speed(tag)
+    typer.echo(f"raw {tag}: {json.dumps(raw)}")
+    one, many_on = served(tag, payloads, True, [(1, seconds), (clients, seconds)])
+    (many_off,) = served(tag, payloads, False, [(clients, seconds)])
+    rate = raw["batch32_img_s"]
+    ratios = {
+        f"served_{clients}_clients / raw_batch32": round(many_on["requests_per_s"] / rate, 3),
+        "batching_on / off": round(many_on["requests_per_s"] / many_off["requests_per_s"], 2),
+        "p50_1_client / raw_batch1": round(one["p50_ms"] / raw["batch1_ms"], 2),
+    }
+    typer.echo(f"ratios: {json.dumps(ratios)}")
+    for result in (one, many_on, many_off):
         if result["errors"] or result["logged_rows"] != result["answered"]:
-            typer.echo(f"FAIL {name}: errors or logged rows != answered requests", err=True)
+            typer.echo(f"FAIL: errors or unlogged answers in {result}", err=True)
             raise typer.Exit(1)
 
 

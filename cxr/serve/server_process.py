@@ -31,9 +31,12 @@ class ServerProcess:
     process: subprocess.Popen
     url: str
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 10) -> None:
         """Signal the server's process group and every descendant (BentoML starts its
-        workers in sessions of their own, so a SIGKILL of the group alone orphans them)."""
+        workers in sessions of their own, so a signal to the group alone orphans them);
+        whatever is still alive after ``grace_s`` is killed. A front that probed the model
+        runner's readiness while the runner was still loading keeps that probe open for
+        the runner's 60 s timeout before it exits on SIGTERM (BentoML 1.4), hence the kill."""
         if self.process.poll() is not None:
             return
         try:
@@ -41,15 +44,18 @@ class ServerProcess:
         except psutil.NoSuchProcess:
             descendants = []
         os.killpg(self.process.pid, sig)
-        self.process.wait(timeout=60)
         for child in descendants:
             try:
                 child.send_signal(sig)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(descendants, timeout=30)
-        for child in alive:
-            child.kill()
+        _, alive = psutil.wait_procs([psutil.Process(self.process.pid), *descendants], grace_s)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(timeout=30)
 
 
 def start_server(
