@@ -2,10 +2,10 @@
 real images come from ``../shared/data`` or ``$CXR_SHARED_DATA`` (linked into temporary
 datasets, never copied into the repository).
 
-Tests that read real images are marked ``real_data`` (by hand, or here: any test or
-fixture whose code reaches ``real_images``, ``RELEASE``, ``TUBERCULOSIS`` or
-``SHARED_DATA``). Without the data they skip with a reason; with ``CI=true`` the run
-fails instead, so a CI job that lost its data cannot pass on skipped tests."""
+Tests that read real images are marked ``real_data``. Without the data they skip with a
+reason; with ``CI=true`` the run fails instead (at collection for marked tests, and in
+``real_images`` for any test that reads images unmarked), so a CI job that lost its data
+cannot pass on skipped tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 _HOME = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
@@ -34,7 +33,6 @@ import pytest  # noqa: E402
 RELEASE = SHARED_DATA / "COVID-19_Radiography_Dataset"
 TUBERCULOSIS = SHARED_DATA / "TB_Chest_Radiography_Database" / "Tuberculosis"
 IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-REAL_DATA_NAMES = {"real_images", "RELEASE", "TUBERCULOSIS", "SHARED_DATA"}
 
 
 def _missing_data_message() -> str:
@@ -49,51 +47,6 @@ def real_images(label: str, n: int, offset: int = 0) -> list[Path]:
         pytest.skip(_missing_data_message())
     paths = sorted((RELEASE / label / "images").glob("*.png"))
     return paths[offset : offset + n]
-
-
-def _reaches_real_data(function: types.FunctionType, seen: set[int]) -> bool:
-    """Whether a function, a function nested in it or a test-suite function it calls
-    names one of ``REAL_DATA_NAMES``."""
-    codes, scope = [function.__code__], function.__globals__
-    while codes:
-        code = codes.pop()
-        if id(code) in seen:
-            continue
-        seen.add(id(code))
-        if REAL_DATA_NAMES & set(code.co_names):
-            return True
-        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-        for name in code.co_names:
-            called = scope.get(name)
-            if (
-                isinstance(called, types.FunctionType)
-                and called.__module__.startswith("tests")
-                and _reaches_real_data(called, seen)
-            ):
-                return True
-    return False
-
-
-def _needs_real_data(item: pytest.Item) -> bool:
-    if item.get_closest_marker("real_data"):
-        return True
-    functions = [getattr(item, "function", None)]
-    info = getattr(item, "_fixtureinfo", None)
-    for defs in info.name2fixturedefs.values() if info else ():
-        functions += [d.func for d in defs]
-    seen: set[int] = set()
-    for function in functions:
-        function = getattr(function, "__wrapped__", function)
-        if isinstance(function, types.FunctionType) and _reaches_real_data(function, seen):
-            return True
-    return False
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: `-m "not real_data"` sees the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if _needs_real_data(item) and not item.get_closest_marker("real_data"):
-            item.add_marker(pytest.mark.real_data)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

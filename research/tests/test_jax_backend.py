@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO, link_dataset, real_images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 # the recipe (augmentation, warm-up + cosine, the hybrid from the baseline's backbone, the
 # cut-off chosen on validation), small and short
 SETTINGS = {

@@ -16,6 +16,8 @@ from tests.data.test_near_duplicates import _copy
 
 CLASSES = ["Normal", "COVID"]
 
+pytestmark = pytest.mark.real_data
+
 
 @pytest.fixture
 def dataset_with_copies(tmp_path: Path) -> Path:

@@ -12,6 +12,7 @@ from cxr.data.ingestion import COLUMNS, IngestionError, fingerprint, ingest, unr
 from tests.conftest import RELEASE, link_dataset, real_images
 
 
+@pytest.mark.real_data
 def test_reads_the_shared_release_and_ignores_masks_and_metadata(tmp_path: Path) -> None:
     root = link_dataset(
         tmp_path, {"COVID": real_images("COVID", 6), "Normal": real_images("Normal", 6)}
@@ -29,6 +30,7 @@ def test_reads_the_shared_release_and_ignores_masks_and_metadata(tmp_path: Path)
     assert images.groupby("label")["label_index"].first().to_dict() == {"COVID": 1, "Normal": 0}
 
 
+@pytest.mark.real_data
 def test_plain_layout_with_jpeg(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -40,6 +42,7 @@ def test_plain_layout_with_jpeg(tmp_path: Path) -> None:
     assert len(images) == 6 and images["readable"].all()
 
 
+@pytest.mark.real_data
 def test_seeded_sampling_of_the_full_sample() -> None:
     if not RELEASE.is_dir():
         pytest.skip("real data not found")
@@ -51,6 +54,7 @@ def test_seeded_sampling_of_the_full_sample() -> None:
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
 
 
+@pytest.mark.real_data
 def test_corrupt_png_is_reported_not_fatal(tmp_path: Path) -> None:
     root = link_dataset(
         tmp_path, {"COVID": real_images("COVID", 4), "Normal": real_images("Normal", 4)}

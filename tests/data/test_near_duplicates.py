@@ -14,6 +14,8 @@ from cxr.data.ingestion import ingest
 from cxr.data.near_duplicates import close_pairs, difference_hash, leakage_report
 from tests.conftest import link_dataset, real_images
 
+pytestmark = pytest.mark.real_data
+
 
 def _copy(path: Path) -> bytes:
     """A plausible near-copy: downscaled, re-encoded as JPEG, back to 299x299."""

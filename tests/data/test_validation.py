@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from cxr.core.config import DataConfig
@@ -22,12 +23,14 @@ def test_suite_file_loads_every_expectation() -> None:
     assert len(load_suite().expectations) >= 12
 
 
+@pytest.mark.real_data
 def test_real_balanced_sample_passes_and_builds_data_docs(small_real_dataset, tmp_path) -> None:
     report = validate_images(ingest(small_real_dataset, CONFIG, 0), CONFIG, tmp_path / "docs")
     assert report.success, report.message()
     assert report.docs_index is not None and report.docs_index.is_file()
 
 
+@pytest.mark.real_data
 def test_wrong_size_images_fail(tmp_path: Path) -> None:
     root = tmp_path / "data"
     for label in ("COVID", "Normal"):
@@ -44,6 +47,7 @@ def test_wrong_size_images_fail(tmp_path: Path) -> None:
     assert "width" in report.message() and "256" in report.message()
 
 
+@pytest.mark.real_data
 def test_five_to_one_imbalance_fails(tmp_path: Path) -> None:
     root = link_dataset(
         tmp_path, {"COVID": real_images("COVID", 50), "Normal": real_images("Normal", 10)}
@@ -52,6 +56,7 @@ def test_five_to_one_imbalance_fails(tmp_path: Path) -> None:
     assert _failed(report) == {("expect_column_mean_to_be_between", "label_index")}
 
 
+@pytest.mark.real_data
 def test_duplicates_and_unreadable_files_fail(tmp_path: Path) -> None:
     covid = real_images("COVID", 10)
     root = link_dataset(tmp_path, {"COVID": covid, "Normal": real_images("Normal", 10)})

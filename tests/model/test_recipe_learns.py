@@ -15,7 +15,7 @@ from cxr.train.evaluation import compute_metrics, predict_probabilities
 from cxr.train.training import train_model, training_order
 from tests.conftest import real_images
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 200, 50, 50
 # The recipe, shorter and smaller. The hybrid's own validation accuracy is flat after its
 # first epochs on the baseline's backbone (research/NOTES.md), so it gets 3 of them:

@@ -33,6 +33,7 @@ def _run_dir(runs: Path) -> Path:
     return run
 
 
+@pytest.mark.real_data
 def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dataset, tmp_path):
     good = real_images("COVID", 31)[30].read_bytes()
     corrupt = small_real_dataset / "COVID" / "images" / "COVID-corrupt.png"
@@ -103,6 +104,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert json.loads(unseen.read_text())["threshold"] == lstm_threshold
 
 
+@pytest.mark.real_data
 def test_model_under_the_minimum_is_not_packaged(prefect_server, small_real_dataset, tmp_path):
     # A learning rate of 0 keeps the untrained model (here every answer falls on one side
     # of 0.5, so half of the balanced test split is right): far below the minimum.
@@ -122,6 +124,7 @@ def test_model_under_the_minimum_is_not_packaged(prefect_server, small_real_data
         bentoml.models.list("cxr-rejected")
 
 
+@pytest.mark.real_data
 def test_wrong_size_dataset_stops_before_training(prefect_server, tmp_path):
     root = tmp_path / "data"
     for label in ("COVID", "Normal"):

@@ -103,6 +103,7 @@ def _drift_events(api_url: str, since: datetime) -> list:
         return client.read_events(filter=flt, limit=10).events
 
 
+@pytest.mark.real_data
 def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
     prefect_api, receiver, packaged_model, tmp_path
 ) -> None:
@@ -136,6 +137,7 @@ def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
     assert len(events) == 1 and events[0].payload["status"] == "drift"
 
 
+@pytest.mark.real_data
 def test_too_few_predictions_is_reported_as_such(prefect_api, packaged_model, tmp_path) -> None:
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     _serve_and_send(packaged_model, log_url, real_images("Normal", 3, offset=700))
@@ -146,6 +148,7 @@ def test_too_few_predictions_is_reported_as_such(prefect_api, packaged_model, tm
     assert '"status": "not_enough_data"' in result.stdout
 
 
+@pytest.mark.real_data
 def test_a_missing_prediction_log_is_a_clear_error(prefect_api, packaged_model, tmp_path) -> None:
     log_url = f"sqlite:///{tmp_path / 'no-such-folder' / 'predictions.db'}"
     result = run_cli(
@@ -179,6 +182,7 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     assert monitor.parameters["window_minutes"] == 60
 
 
+@pytest.mark.real_data
 def test_drift_can_schedule_a_retraining_run(prefect_api, packaged_model, tmp_path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName

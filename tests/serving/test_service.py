@@ -72,6 +72,7 @@ def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.real_data
 def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_path) -> None:
     client, log, _ = server
     before = count_rows(log)["predictions"]
@@ -107,6 +108,7 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
     assert logged["latency_ms"].gt(0).all() and logged["entropy"].gt(0).all()
 
 
+@pytest.mark.real_data
 def test_real_export_formats_are_accepted(server) -> None:
     client, _, _ = server
     path = real_images("Normal", 1, offset=200)[0]
@@ -128,6 +130,7 @@ def test_real_export_formats_are_accepted(server) -> None:
         assert abs(answer.json()["covid_probability"] - original) <= tolerance, name
 
 
+@pytest.mark.real_data
 def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
     client, log, _ = server
     before = count_rows(log)
@@ -160,6 +163,7 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
     assert after["predictions"] - before["predictions"] == 1
 
 
+@pytest.mark.real_data
 def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows(server) -> None:
     client, log, running = server
     before = count_rows(log)["predictions"]
@@ -255,6 +259,7 @@ def hybrid_server(hybrid_bento: str, packaged_hybrid: str, tmp_path_factory):
     running.stop()
 
 
+@pytest.mark.real_data
 def test_the_built_bento_serves_the_gated_hybrid(
     hybrid_server, hybrid_bento: str, packaged_hybrid: str, hybrid_images: list[bytes]
 ) -> None:
@@ -278,6 +283,7 @@ def test_the_built_bento_serves_the_gated_hybrid(
     assert count_rows(log)["predictions"] == 6
 
 
+@pytest.mark.real_data
 def test_adaptive_batching_batches_concurrent_requests_and_changes_no_answer(
     hybrid_server, hybrid_bento: str, packaged_hybrid: str, hybrid_images: list[bytes], tmp_path
 ) -> None:
