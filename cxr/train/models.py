@@ -72,14 +72,8 @@ def _inputs(image_size: int, augmentation: AugmentationConfig | None) -> tuple[A
     return inputs, augmentation_block(augmentation)(inputs)
 
 
-def build_resnet50_lstm(
-    image_size: int,
-    config: ModelConfig,
-    augmentation: AugmentationConfig | None = None,
-    trainable_from: ResNetStage = "conv1",
-) -> keras.Model:
-    """The proposed hybrid."""
-    inputs, x = _inputs(image_size, augmentation)
+def _hybrid(x: Any, image_size: int, config: ModelConfig, trainable_from: ResNetStage) -> Any:
+    """The proposed hybrid's body: ResNet50 map -> sequence -> LSTM 32/16/8."""
     features = _backbone(image_size, config, trainable_from)(x)
     if config.sequence_mode == "pooled2x2":
         features = layers.AdaptiveAveragePooling2D((2, 2), name="pool_2x2")(features)
@@ -88,39 +82,37 @@ def build_resnet50_lstm(
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         x = layers.LSTM(units, return_sequences=not last, name=f"lstm_{units}_{i}")(x)
-    x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
-    return keras.Model(inputs, outputs, name="resnet50_lstm")
+    return x
 
 
-def build_resnet50(
-    image_size: int,
-    config: ModelConfig,
-    augmentation: AugmentationConfig | None = None,
-    trainable_from: ResNetStage = "conv1",
-) -> keras.Model:
-    """The CNN baseline."""
-    inputs, x = _inputs(image_size, augmentation)
+def _resnet50(x: Any, image_size: int, config: ModelConfig, trainable_from: ResNetStage) -> Any:
+    """The CNN baseline's body: ResNet50 -> global average pooling."""
     x = _backbone(image_size, config, trainable_from)(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
-    return keras.Model(inputs, outputs, name="resnet50")
+    return layers.GlobalAveragePooling2D(name="gap")(x)
 
 
-def build_lstm(
+def _lstm(x: Any, image_size: int, config: ModelConfig, trainable_from: ResNetStage) -> Any:
+    """The RNN baseline's body: rows as time steps (no ResNet50: ``trainable_from`` unused)."""
+    x = layers.Reshape((image_size, image_size * 3), name="rows")(x)
+    return layers.LSTM(config.baseline_lstm_units, name="lstm")(x)
+
+
+_BODIES = {"resnet50_lstm": _hybrid, "resnet50": _resnet50, "lstm": _lstm}
+
+
+def build_network(
+    name: ModelName,
     image_size: int,
     config: ModelConfig,
     augmentation: AugmentationConfig | None = None,
     trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
-    """The RNN baseline: rows as time steps (no ResNet50, so ``trainable_from`` is unused)."""
+    """One of the three networks (uncompiled): [augmentation] -> body -> Dropout -> sigmoid."""
     inputs, x = _inputs(image_size, augmentation)
-    x = layers.Reshape((image_size, image_size * 3), name="rows")(x)
-    x = layers.LSTM(config.baseline_lstm_units, name="lstm")(x)
+    x = _BODIES[name](x, image_size, config, trainable_from)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)
-    return keras.Model(inputs, outputs, name="lstm")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def augmentation_block(config: AugmentationConfig) -> keras.Sequential:
@@ -154,13 +146,6 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int | None) -> float | o
     )
 
 
-_BUILDERS = {
-    "resnet50_lstm": build_resnet50_lstm,
-    "resnet50": build_resnet50,
-    "lstm": build_lstm,
-}
-
-
 def build_model(
     name: ModelName,
     image_size: int,
@@ -172,15 +157,17 @@ def build_model(
     """Build and compile one of the three models (Adam, binary cross-entropy), with the
     augmentation block in front when the training config enables it. ResNet50 stages
     before ``trainable_from`` keep their loaded weights and batch-norm statistics."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose from {list(_BUILDERS)}")
+    if name not in _BODIES:
+        raise ValueError(f"unknown model {name!r}; choose from {list(_BODIES)}")
     if trainable_from != "conv1" and model_config.backbone_weights.lower() in RANDOM_INIT:
         raise ValueError("freezing ResNet50 stages needs pretrained backbone weights")
     previous = keras.config.dtype_policy()
     mixed = use_bfloat16(train_config.mixed_precision)
     keras.config.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
     try:
-        model = _BUILDERS[name](image_size, model_config, train_config.augmentation, trainable_from)
+        model = build_network(
+            name, image_size, model_config, train_config.augmentation, trainable_from
+        )
     finally:
         keras.config.set_dtype_policy(previous)
     model.compile(
