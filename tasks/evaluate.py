@@ -38,5 +38,7 @@ def evaluate(
         "%s test: accuracy %.4f (95%% CI %.3f-%.3f), F1 %.4f",
         name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
     )  # fmt: skip
-    summary = summarize_model(trained.history, trained.best_epoch, trained.seconds, metrics)
+    summary = summarize_model(
+        trained.history, trained.best_epoch, trained.seconds, trained.images_per_second, metrics
+    )
     return {**summary, "backbone_init": trained.backbone_init, "cutoff": result.cutoff}

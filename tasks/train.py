@@ -31,5 +31,8 @@ def train(
     )
     curves = plot_training_curves(name, trained.history, run.path("plots", f"{name}_curves.png"))
     publish_image(f"{name}-training-curves", curves, f"run {run.run_id}: {name} loss/accuracy")
-    logger.info("%s: best epoch %d in %.0f s", name, trained.best_epoch + 1, trained.seconds)
+    logger.info(
+        "%s: best epoch %d; %.0f s, %.1f training images/s",
+        name, trained.best_epoch + 1, trained.seconds, trained.images_per_second,
+    )  # fmt: skip
     return trained

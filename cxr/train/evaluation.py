@@ -102,13 +102,19 @@ def evaluate_model(
 
 
 def summarize_model(
-    history: dict[str, list[float]], best_epoch: int, seconds: float, test: dict[str, object]
+    history: dict[str, list[float]],
+    best_epoch: int,
+    seconds: float,
+    images_per_second: float,
+    test: dict[str, object],
 ) -> dict[str, object]:
-    """One model's entry in ``metrics.json``: best epoch, its numbers, test metrics."""
+    """One model's entry in ``metrics.json``: best epoch, its numbers, training time and
+    throughput (what a retraining costs on this hardware), test metrics."""
     return {
         "best_epoch": best_epoch + 1,
         "best_epoch_metrics": {key: values[best_epoch] for key, values in history.items()},
         "train_seconds": round(seconds, 1),
+        "train_images_per_second": round(images_per_second, 1),
         "test": test,
         "history": history,
     }

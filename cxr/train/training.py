@@ -24,6 +24,7 @@ class TrainedModel:
     history: dict[str, list[float]]
     best_epoch: int
     seconds: float
+    images_per_second: float  # training images x epochs / fit time (validation included)
     backbone_init: str
 
 
@@ -113,5 +114,6 @@ def train_model(
         history=history,
         best_epoch=best_epoch_index(history, cfg.checkpoint_monitor),
         seconds=seconds,
+        images_per_second=len(train.y) * len(history["loss"]) / seconds,
         backbone_init="-" if name == "lstm" else settings.model.backbone_weights,
     )

@@ -26,7 +26,7 @@ def test_hybrid_starts_from_the_baseline_weights_at_the_fine_tune_rate(tmp_path:
         environ={},
     )
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
-    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
+    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, 0.0, "none")
     tuned, stage = with_baseline_backbone(settings, trained, tmp_path)
     assert stage == "conv5"
     assert tuned.train.learning_rate == settings.train.fine_tune_learning_rate == 1e-4
@@ -42,7 +42,7 @@ def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> Non
     settings = load_settings("recipe", overrides={"preprocess.image_size": 32}, environ={})
     assert settings.train.fine_tune_epochs is None
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
-    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
+    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, 0.0, "none")
     tuned, _ = with_baseline_backbone(settings, trained, tmp_path)
     assert tuned.train.epochs == settings.train.epochs
 
@@ -64,7 +64,7 @@ def test_hybrid_fine_tunes_only_the_stages_asked_for(tmp_path: Path) -> None:
         environ={},
     )
     baseline = build_model("resnet50", 32, settings.model, settings.train, steps_per_epoch=10)
-    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, "none")
+    trained = TrainedModel("resnet50", baseline, tmp_path / "x.keras", {}, 0, 0.0, 0.0, "none")
     tuned, stage = with_baseline_backbone(settings, trained, tmp_path)
     hybrid = build_model("resnet50_lstm", 32, tuned.model, tuned.train, 10, stage)
     backbone = hybrid.get_layer("resnet50")

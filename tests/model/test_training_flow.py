@@ -51,6 +51,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert set(metrics["models"]) == {"resnet50_lstm", "resnet50", "lstm"}
     for name, model in metrics["models"].items():
         assert model["test"]["n"] == 6 and 0 <= model["test"]["accuracy"] <= 1
+        assert model["train_images_per_second"] > 0  # what a retraining costs here
         assert len(model["test"]["accuracy_ci95"]) == 2
         assert model["cutoff"]["chosen_on"] == "validation"
         assert model["test"]["threshold"] == model["cutoff"]["value"]
