@@ -114,7 +114,8 @@ class TrainConfig(_Section):
     hybrid_backbone_from_baseline: bool = Field(
         default=False,
         description="train the ResNet50 baseline first and start the hybrid's ResNet50 from "
-        "its trained weights (domain pretraining on the training split)",
+        "its trained weights (domain pretraining on the training split); applies when "
+        "both are trained",
     )
     hybrid_trainable_from: ResNetStage = Field(
         default="conv1",
@@ -180,6 +181,9 @@ class ServeConfig(_Section):
         default=20_000, description="adaptive batching sheds (503) requests that wait longer"
     )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
+    http_workers: int = Field(
+        default=1, ge=1, description="processes of the HTTP front (decode, preprocess, log)"
+    )
 
 
 class MonitorConfig(_Section):
@@ -228,8 +232,8 @@ class Settings(_Section):
             (self.preprocess.image_size < 32, "preprocess.image_size must be >= 32 (ResNet50)"),
             (self.train.warmup_epochs >= self.train.epochs, "train.warmup_epochs < train.epochs"),
             (self.train.hybrid_backbone_from_baseline
-             and not {"resnet50", "resnet50_lstm"} <= set(self.train.models),
-             "train.hybrid_backbone_from_baseline needs resnet50 and resnet50_lstm in models"),
+             and "resnet50_lstm" in self.train.models and "resnet50" not in self.train.models,
+             "train.hybrid_backbone_from_baseline needs resnet50 in models to train the hybrid"),
             (self.data.samples_per_class is not None and self.data.samples_per_class < 1,
              "data.samples_per_class must be >= 1 or null"),
         ]  # fmt: skip

@@ -39,7 +39,7 @@ def training_order(config: TrainConfig) -> list[ModelName]:
     """The models in training order: the ResNet50 baseline first when the hybrid starts
     from its backbone."""
     order = list(config.models)
-    if config.hybrid_backbone_from_baseline:
+    if config.hybrid_backbone_from_baseline and {"resnet50", "resnet50_lstm"} <= set(order):
         order.remove("resnet50")
         order.insert(0, "resnet50")
     return order

@@ -50,8 +50,12 @@ def test_fine_tune_epochs_default_to_the_baselines_epochs(tmp_path: Path) -> Non
 def test_recipe_settings_are_checked() -> None:
     from cxr.core.config import ConfigError
 
-    with pytest.raises(ConfigError, match="needs resnet50 and resnet50_lstm"):
+    with pytest.raises(ConfigError, match="needs resnet50 in models to train the hybrid"):
         load_settings("recipe", overrides={"train.models": ["resnet50_lstm"]}, environ={})
+    lstm_only = {"train.models": ["lstm"], "gate.model": "lstm"}  # nothing to hand over
+    assert training_order(load_settings("recipe", overrides=lstm_only, environ={}).train) == [
+        "lstm"
+    ]
     settings = load_settings("paper", environ={})
     with pytest.raises(ValueError, match="needs pretrained backbone weights"):
         build_model("resnet50", 32, settings.model, settings.train, trainable_from="conv4")

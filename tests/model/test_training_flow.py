@@ -15,7 +15,7 @@ from tests.conftest import last_json, real_images, run_cli
 
 pytestmark = pytest.mark.slow
 FAST = ["--profile", "demo", "--image-size", "32", "--epochs", "1"]
-FAST += ["--set", "data.min_images_per_class=5"]
+FAST += ["--set", "data.min_images_per_class=5", "--set", "train.fine_tune_epochs=1"]
 
 
 def _artifact_keys(flow_run_id: str) -> set[str]:
