@@ -99,9 +99,9 @@ async def _drive(url: str, images: list[bytes], clients: int, seconds: float) ->
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(loop(i) for i in range(clients)))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "clients": clients,
@@ -111,6 +111,7 @@ async def _drive(url: str, images: list[bytes], clients: int, seconds: float) ->
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        "client_cpu_share": round(cpu / wall, 2),  # of one core, taken from the server
     }
 
 

@@ -181,9 +181,6 @@ class ServeConfig(_Section):
         default=20_000, description="adaptive batching sheds (503) requests that wait longer"
     )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
-    http_workers: int = Field(
-        default=1, ge=1, description="processes of the HTTP front (decode, preprocess, log)"
-    )
 
 
 class MonitorConfig(_Section):
