@@ -30,7 +30,7 @@ from cxr.core.errors import (  # noqa: E402
 
 app = typer.Typer(
     help="Chest X-ray COVID-19 classifier: train, gate, package, serve, monitor.\n\n"
-    f"Exit codes:\n\n{exit_codes_text()}".replace("\n", "\n\n"),
+    "Exit codes:\n\n" + exit_codes_text().replace("\n", "\n\n"),
 )
 DEMO_DIR = Path("data/demo")
 
