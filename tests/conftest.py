@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA") or REPO.parent / "shared" / "data")
 for _key in [k for k in os.environ if k.startswith("CXR_")]:
     del os.environ[_key]
+os.environ["CXR_MONITOR__REPORTS_DIR"] = str(_HOME / "monitoring-reports")  # not the repo's
 
 import pytest  # noqa: E402
 

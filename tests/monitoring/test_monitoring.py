@@ -105,7 +105,7 @@ def _drift_events(api_url: str, since: datetime) -> list:
 
 @pytest.mark.real_data
 def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
-    prefect_api, receiver, packaged_model, tmp_path
+    prefect_api, receiver, packaged_model, tmp_path, monkeypatch
 ) -> None:
     hook, received = receiver
     started = datetime.now(UTC)
@@ -113,15 +113,12 @@ def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
     tuberculosis = sorted(TUBERCULOSIS.glob("*.png"))[:40]
     reports = tmp_path / "reports"
     common = ["--model", packaged_model, "--webhook-url", hook, "--min-predictions", "30"]
-    os.environ["CXR_MONITOR__REPORTS_DIR"] = str(reports)
-    try:
-        outcomes = {}
-        for name, images in (("held_out", held_out), ("tuberculosis", tuberculosis)):
-            log_url = f"sqlite:///{tmp_path / name / 'predictions.db'}"
-            _serve_and_send(packaged_model, log_url, images)
-            outcomes[name] = run_cli("monitor", *common, "--log-url", log_url, api_url=prefect_api)
-    finally:
-        del os.environ["CXR_MONITOR__REPORTS_DIR"]
+    monkeypatch.setenv("CXR_MONITOR__REPORTS_DIR", str(reports))
+    outcomes = {}
+    for name, images in (("held_out", held_out), ("tuberculosis", tuberculosis)):
+        log_url = f"sqlite:///{tmp_path / name / 'predictions.db'}"
+        _serve_and_send(packaged_model, log_url, images)
+        outcomes[name] = run_cli("monitor", *common, "--log-url", log_url, api_url=prefect_api)
 
     quiet, alarmed = outcomes["held_out"], outcomes["tuberculosis"]
     assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
