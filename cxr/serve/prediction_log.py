@@ -33,6 +33,14 @@ predictions = sa.Table(
     sa.Column("mode", sa.String(16), nullable=False),
     sa.Column("bytes", sa.Integer, nullable=False),
     *[sa.Column(name, sa.Float, nullable=False) for name in STAT_COLUMNS],
+    # Out-of-distribution check of the served model (null for models without a detector).
+    sa.Column("in_distribution", sa.Boolean, nullable=True),
+    sa.Column("ood_score", sa.Float, nullable=True),
+    # DICOM uploads only, and never a patient identifier: what the header says of the film.
+    sa.Column("modality", sa.String(16), nullable=True),
+    sa.Column("view_position", sa.String(16), nullable=True),
+    sa.Column("manufacturer", sa.String(64), nullable=True),
+    sa.Column("bits_stored", sa.Integer, nullable=True),
 )
 
 rejections = sa.Table(
