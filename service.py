@@ -15,24 +15,35 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 import anyio
 import bentoml
 import numpy as np
+from bentoml.validators import ContentType
+from PIL import Image
+from starlette.responses import JSONResponse, Response
 
 from cxr.core.config import load_settings
+from cxr.core.dicom import NotARadiographError, UnsupportedTransferSyntaxError, radiograph_refusal
+from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
 from cxr.core.image_stats import image_statistics
 from cxr.core.inference import Predictor
 from cxr.core.model_store import load_model, read_serving_info
+from cxr.core.ood import DETECTOR_FILE, OUT_OF_DISTRIBUTION, as_answer, load_detector, verdicts
 from cxr.core.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
-    decode_grayscale,
+    decode_image,
     to_model_input,
 )
-from cxr.serve.http_guards import BodySizeLimit, install_strict_multipart
+from cxr.serve.http_guards import (
+    BearerTokenAuth,
+    BodySizeLimit,
+    default_host,
+    install_strict_multipart,
+)
 from cxr.serve.prediction_log import create_log_engine, log_prediction, log_rejection
 
 SERVE = load_settings().serve
@@ -50,13 +61,16 @@ class Rejected(Exception):
 
 @bentoml.service(name="cxr-model", traffic={"timeout": 60})
 class ModelRunner:
-    """Holds the Keras model; ``infer`` takes preprocessed batches."""
+    """Holds the Keras model and its out-of-distribution detector; ``infer`` takes
+    preprocessed batches."""
 
     stored = bentoml.models.BentoModel(SERVE.model_tag)
 
     def __init__(self) -> None:
         self.packaged = load_model(str(self.stored.tag))
-        self.predict = Predictor(self.packaged.model, SERVE.max_batch_size)
+        self.detector = self.packaged.detector  # None: packaged before the OOD check
+        layers = self.detector.layers if self.detector else ()
+        self.predict = Predictor(self.packaged.model, SERVE.max_batch_size, layers)
         self.predict.warm_up(self.packaged.image_size)  # no request pays for compilation
 
     @bentoml.api(
@@ -66,11 +80,19 @@ class ModelRunner:
         max_latency_ms=SERVE.max_latency_ms,
     )
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """P(COVID) for each preprocessed image of the batch."""
-        return self.predict(batch)
+        """One row per preprocessed image of the batch: P(COVID), OOD score, in
+        distribution (1.0/0.0); the last two NaN for a model without a detector. Features
+        and probability come out of one compiled forward pass."""
+        probabilities, features = self.predict.outputs(batch)
+        scores, flags = verdicts(self.detector, features, len(probabilities))
+        return np.stack([probabilities.astype(np.float64), scores, flags], axis=1)
 
 
-@bentoml.service(name="cxr-classifier", traffic={"timeout": 60})
+@bentoml.service(
+    name="cxr-classifier",
+    traffic={"timeout": 60},
+    http={"host": default_host(SERVE.api_token)},  # --host / BENTOML_HOST win
+)
 class XRayClassifier:
     """POST /predict with one PNG or JPEG chest X-ray; every answer is logged."""
 
@@ -83,6 +105,8 @@ class XRayClassifier:
         self.image_size = int(info["image_size"])
         self.threshold = float(info["cutoff"])  # answered as "threshold"
         self.classes = list(info["classes"])
+        detector = load_detector(Path(self.stored.path_of(DETECTOR_FILE)))
+        self.ood = detector.summary() if detector else None  # None: packaged before the check
         self.log = create_log_engine(SERVE.prediction_log_url)
         self.synthetic = bool(self.stored.info.metadata.get("synthetic", False))
         if self.synthetic:
@@ -91,37 +115,59 @@ class XRayClassifier:
             )
 
     def _prepare(self, image: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Check and decode the upload; return the model input and the image's statistics."""
+        """Check and decode the upload (PNG, JPEG or a DICOM CR/DX film); return the model
+        input and the image's statistics. Of a DICOM header only modality, view position,
+        manufacturer and bits stored are kept: never a patient identifier."""
         size = image.stat().st_size
         if size == 0:
-            raise Rejected(400, "empty upload: send one PNG or JPEG file as form field 'image'")
+            raise Rejected(
+                400, "empty upload: send one PNG, JPEG or DICOM file as form field 'image'"
+            )  # fmt: skip
         if size > SERVE.max_upload_bytes:
             raise Rejected(413, f"upload of {size} bytes is over {SERVE.max_upload_bytes}")
         try:
-            gray, mode = decode_grayscale(image.read_bytes(), SERVE.max_image_pixels)
+            decoded = decode_image(image.read_bytes(), SERVE.max_image_pixels)
         except ImageTooLargeError as error:
             raise Rejected(413, str(error)) from error
+        except UnsupportedTransferSyntaxError as error:
+            raise Rejected(415, str(error)) from error
+        except NotARadiographError as error:
+            raise Rejected(422, str(error)) from error
         except ImageDecodeError as error:
-            raise Rejected(400, f"{error}; send a PNG or JPEG chest X-ray") from error
+            raise Rejected(400, f"{error}; send a PNG, JPEG or DICOM chest X-ray") from error
+        gray, header = decoded.gray, decoded.dicom
+        if header is not None and (refusal := radiograph_refusal(header)):
+            raise Rejected(422, refusal)
         height, width = gray.shape
         if min(height, width) < SERVE.min_image_side:
             raise Rejected(
                 422, f"image of {width}x{height} is too small for a radiograph "
                 f"(min side {SERVE.min_image_side})"
             )  # fmt: skip
-        stats = {"width": width, "height": height, "mode": mode, "bytes": size}
+        stats: dict[str, Any] = {"width": width, "height": height, "mode": decoded.mode}
+        stats["bytes"] = size
+        if header is not None:
+            stats |= {
+                "modality": header.modality, "view_position": header.view_position,
+                "manufacturer": header.manufacturer, "bits_stored": header.bits_stored,
+            }  # fmt: skip
         return to_model_input(gray, self.image_size), {
             **stats,
             **image_statistics(gray),
         }
 
-    async def _infer(self, x: np.ndarray, attempts: int = 3) -> float:
-        """Call the model runner; inference is idempotent, so a keep-alive connection the
+    async def _infer(
+        self, x: np.ndarray, attempts: int = 3
+    ) -> tuple[float, float | None, bool | None]:
+        """P(COVID), OOD score and in-distribution flag (None without a detector) from the
+        model runner; inference is idempotent, so a keep-alive connection the
         runner closed under our feet (aiohttp ServerDisconnectedError, a known BentoML
         issue: github.com/bentoml/BentoML/issues/4238) is retried."""
         for attempt in range(1, attempts + 1):
             try:
-                return float((await self.runner.to_async.infer(x[None]))[0])
+                row = np.asarray(await self.runner.to_async.infer(x[None]))[0]
+                score, flag = as_answer(row[1]), as_answer(row[2])
+                return float(row[0]), score, None if flag is None else bool(flag)
             except aiohttp.ClientConnectionError as error:
                 if attempt == attempts:
                     raise
@@ -130,7 +176,9 @@ class XRayClassifier:
 
     @bentoml.api
     async def predict(self, image: Path, ctx: bentoml.Context) -> dict:
-        """COVID probability, label, decision threshold, model tag and request id."""
+        """COVID probability, label (``out_of_distribution`` when the image does not look
+        like the training population), in_distribution and ood_score (null for a model
+        packaged without the check), decision threshold, model tag and request id."""
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         try:
@@ -142,10 +190,13 @@ class XRayClassifier:
             )
             ctx.response.status_code = rejected.status
             return {"error": rejected.message, "request_id": request_id}
-        probability = await self._infer(x)
+        probability, ood_score, in_distribution = await self._infer(x)
+        verdict = self.classes[int(probability >= self.threshold)]
         answer = {
             "covid_probability": probability,
-            "label": self.classes[int(probability >= self.threshold)],
+            "label": OUT_OF_DISTRIBUTION if in_distribution is False else verdict,
+            "in_distribution": in_distribution,
+            "ood_score": ood_score,
             "threshold": self.threshold,
             "model_tag": self.model_tag,
             "request_id": request_id,
@@ -157,6 +208,54 @@ class XRayClassifier:
         )
         return answer
 
+    async def _infer_rows(self, batch: np.ndarray, attempts: int = 3) -> np.ndarray:
+        """The runner's ``infer`` rows (P(COVID) first) of every image of ``batch``, in
+        chunks of at most ``max_batch_size`` (a lost connection is retried, as in
+        ``_infer``): (N, columns)."""
+        found = []
+        for start in range(0, len(batch), SERVE.max_batch_size):
+            chunk = batch[start : start + SERVE.max_batch_size]
+            for attempt in range(1, attempts + 1):
+                try:
+                    answer = await self.runner.to_async.infer(chunk)
+                    break
+                except aiohttp.ClientConnectionError as error:
+                    if attempt == attempts:
+                        raise
+                    logger.warning("model runner connection lost (%s); retrying", error)
+            found.append(np.asarray(answer, np.float64).reshape(len(chunk), -1))
+        return np.concatenate(found)
+
+    @bentoml.api(route="/explain")
+    async def explain(
+        self, image: Path, ctx: bentoml.Context
+    ) -> Annotated[Image.Image, ContentType("image/png")]:
+        """PNG heat map of the regions that drove the COVID probability, over the model
+        input (occlusion sensitivity: 65 forward passes, see ``cxr.core.explain``); the
+        answer's headers carry P(COVID), label and in-distribution flag, as /predict. Same
+        upload and same 4xx answers as /predict; not written to the prediction log."""
+        request_id = uuid.uuid4().hex
+        try:
+            x = (await anyio.to_thread.run_sync(self._prepare, Path(image)))[0]
+        except Rejected as rejected:
+            ctx.response.status_code = rejected.status
+            return JSONResponse({"error": rejected.message, "request_id": request_id})
+        rows = await self._infer_rows(occluded_inputs(x))
+        explanation = heat_from_probabilities(rows[:, 0], x.shape[0], self.threshold)
+        png = await anyio.to_thread.run_sync(overlay_png, x, explanation)
+        share = explanation.border_share
+        flag = as_answer(rows[0, 2]) if rows.shape[1] > 2 else None  # the image's OOD check
+        verdict = self.classes[int(explanation.predicted_covid)]
+        headers = {
+            "X-Covid-Probability": f"{explanation.covid_probability:.6f}",
+            "X-Label": OUT_OF_DISTRIBUTION if flag == 0 else verdict,
+            "X-In-Distribution": "unknown" if flag is None else str(bool(flag)).lower(),
+            "X-Border-Heat-Share": "none" if share is None else f"{share:.4f}",
+            "X-Model-Tag": self.model_tag,
+            "X-Request-Id": request_id,
+        }
+        return Response(png, media_type="image/png", headers=headers)
+
     @bentoml.api(route="/info")
     def info(self) -> dict:
         """The served model and the service's limits."""
@@ -166,9 +265,12 @@ class XRayClassifier:
             "threshold": self.threshold,
             "classes": self.classes,
             "trained_on_synthetic_demo_data": self.synthetic,
+            "ood_check": self.ood,
             "batching": SERVE.batching,
             "max_upload_bytes": SERVE.max_upload_bytes,
         }
 
 
+# outermost first: a client without the token gets 401 before any byte of its body is read
+XRayClassifier.add_asgi_middleware(BearerTokenAuth, token=SERVE.api_token)
 XRayClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SERVE.max_upload_bytes + 64 * 1024)

@@ -1,4 +1,5 @@
-"""The ``cxr`` command line: demo-data, holdout, train, evaluate, serve, monitor, deploy."""
+"""The ``cxr`` command line: demo-data, holdout, train, evaluate, explain, serve, monitor,
+deploy."""
 
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ def evaluate(
     samples_per_class: Annotated[int | None, typer.Option(help="default: all images")] = None,
     seed: Annotated[int, typer.Option()] = 42,
     predictions: Annotated[
-        Path | None, typer.Option(help="also write each image's probability to this CSV")
+        Path | None,
+        typer.Option(help="also write each image's probability and OOD check to this CSV"),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
 ) -> None:
@@ -209,11 +211,74 @@ def evaluate(
 
 
 @app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="a PNG, JPEG or DICOM chest X-ray")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="model tag or a run's .keras file (default: CXR_SERVE__MODEL_TAG)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write (default: ./<image>_explanation.png)")
+    ] = None,
+) -> None:
+    """Write an occlusion heat map of what drove the model's score, over the model input
+    (65 forward passes); print the answer it explains, as the service's /predict."""
+    from cxr.core.config import load_settings
+    from cxr.core.errors import DataInputError
+    from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
+    from cxr.core.inference import Predictor
+    from cxr.core.model_store import load_any
+    from cxr.core.ood import OUT_OF_DISTRIBUTION, as_answer, verdicts
+    from cxr.core.preprocessing import ImageDecodeError, decode_grayscale, to_model_input
+
+    out = out or Path(f"{image.stem}_explanation.png")
+    try:
+        if not image.is_file():
+            raise DataInputError(f"image not found: {image}")
+        try:
+            gray, _ = decode_grayscale(image.read_bytes())
+        except ImageDecodeError as error:
+            raise DataInputError(f"{image}: {error}; give a PNG, JPEG or DICOM file") from error
+        packaged = load_any(model or load_settings().serve.model_tag)
+    except PipelineError as error:
+        _fail(error)
+    x = to_model_input(gray, packaged.image_size)
+    detector = packaged.detector
+    predict = Predictor(packaged.model, 32, detector.layers if detector else ())
+    probabilities, features = predict.outputs(occluded_inputs(x))
+    explanation = heat_from_probabilities(probabilities, x.shape[0], packaged.cutoff)
+    scores, flags = verdicts(detector, None if features is None else features[:1], 1)
+    in_distribution = None if as_answer(flags[0]) is None else bool(flags[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(overlay_png(x, explanation))
+    verdict = packaged.classes[int(explanation.predicted_covid)]
+    answer = {
+        "image": str(image),
+        "model": packaged.tag,
+        "covid_probability": explanation.covid_probability,
+        "label": OUT_OF_DISTRIBUTION if in_distribution is False else verdict,
+        "in_distribution": in_distribution,
+        "ood_score": as_answer(scores[0]),
+        "threshold": packaged.cutoff,
+        "border_heat_share": explanation.border_share,
+        "forward_passes": explanation.passes,
+        "out": str(out),
+    }
+    typer.echo(json.dumps(answer, indent=2))
+
+
+@app.command()
 def serve(
     model: Annotated[
         str | None, typer.Option(help="model tag (default: CXR_SERVE__MODEL_TAG or latest)")
     ] = None,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="address to listen on (default: BENTOML_HOST, else 127.0.0.1 without an API "
+            "token, 0.0.0.0 with CXR_SERVE__API_TOKEN set)"
+        ),
+    ] = None,
     port: Annotated[int, typer.Option()] = 3000,
     batching: Annotated[bool | None, typer.Option(help="adaptive batching")] = None,
     log_url: Annotated[str | None, typer.Option(help="prediction log SQLAlchemy URL")] = None,
@@ -224,6 +289,7 @@ def serve(
 
     from cxr.core.config import REPO_ROOT, load_settings
     from cxr.core.model_store import get_stored
+    from cxr.serve.http_guards import default_host
 
     env = dict(os.environ)
     for key, value in {
@@ -233,14 +299,16 @@ def serve(
     }.items():
         if value is not None:
             env[f"CXR_SERVE__{key}"] = str(value).lower() if isinstance(value, bool) else value
-    tag = load_settings(environ=env).serve.model_tag
     try:
-        get_stored(tag)
+        settings = load_settings(environ=env).serve
+        get_stored(settings.model_tag)
     except PipelineError as error:
         _fail(error)
     command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
-    command += ["--host", host, "--port", str(port)]
-    typer.echo(f"serving {tag} on http://{host}:{port} (docs at /docs)")
+    command += ["--port", str(port)] + ([] if host is None else ["--host", host])
+    bound = host or env.get("BENTOML_HOST") or default_host(settings.api_token)
+    access = "open: no CXR_SERVE__API_TOKEN" if settings.api_token is None else "token required"
+    typer.echo(f"serving {settings.model_tag} on http://{bound}:{port} ({access}; docs at /docs)")
     raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
 
 

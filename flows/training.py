@@ -1,5 +1,6 @@
 """The training flow: ingestion -> validation -> preprocessing -> training ->
-evaluation -> gate -> packaging. This file only wires the stages together."""
+evaluation (and the out-of-distribution check) -> gate -> packaging. This file only
+wires the stages together."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from cxr.data.ingestion import fingerprint, resolve_dataset_root
 from cxr.train.devices import compute_devices, use_bfloat16
 from cxr.train.training import TrainedModel, training_order
 from tasks.evaluate import evaluate
+from tasks.explain import explain
 from tasks.gate import gate
 from tasks.ingest import ingest_images
+from tasks.ood import fit_ood, report_ood
 from tasks.package import package_model
 from tasks.preprocess import preprocess_images
 from tasks.report import report
@@ -61,6 +64,10 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
         name: evaluate(model, arrays["val"], arrays["test"], settings, run)
         for name, model in trained.items()
     }
+    results = {  # each model's out-of-distribution detector, beside its raw test metrics
+        name: fit_ood(model, arrays, results[name], settings, run)
+        for name, model in trained.items()
+    }
     run_info = {
         "run_id": run.run_id,
         "prefect_flow_run_id": str(flow_run.id),
@@ -73,6 +80,8 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
         "mixed_bfloat16": use_bfloat16(settings.train.mixed_precision),
     }
     report(results, run_info, run)
+    report_ood(results, run)
+    explain(trained[settings.gate.model], arrays["test"], results, settings, run)
     gate(results, settings, run)
     tags = package_model(trained[settings.gate.model], images, results, run_info, settings, run)
     return {"run_id": run.run_id, "run_dir": str(run.dir), **tags}

@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cxr.core.config import Settings
+from cxr.core.ood import DETECTOR_FILE
 from cxr.core.runs import Run
 from cxr.monitor.reference import REFERENCE_FILE, build_reference
 from cxr.train.packaging import package
@@ -24,19 +25,25 @@ def package_model(
     run: Run,
 ) -> dict[str, str | None]:
     """Save the gated model with its monitoring reference (test split statistics and
-    predictions) to the BentoML store and build the bento; print the tags. The model
-    ships with the cut-off its test metrics were computed at."""
+    predictions) and its out-of-distribution detector to the BentoML store and build the
+    bento; print the tags. The model ships with the cut-off its test metrics were
+    computed at."""
     cutoff = results[trained.name]["cutoff"]["value"]  # configured or chosen on validation
     settings = settings.model_copy(
         update={"decision": settings.decision.model_copy(update={"cutoff": cutoff})}
     )
     test_predictions = pd.read_csv(run.path("predictions", f"{trained.name}_test.csv"))
+    ood_file = run.path("predictions", f"{trained.name}_test_ood.csv")
+    if ood_file.exists():  # the detector's test scores: a monitored column
+        test_predictions = test_predictions.merge(pd.read_csv(ood_file), on="path", how="left")
     reference = build_reference(
         images, test_predictions, settings.data.classes, settings.decision.cutoff
     )
     reference_file = run.path(REFERENCE_FILE)
     reference.to_csv(reference_file, index=False)
-    tags = package(trained.checkpoint, reference_file, results, run_info, settings)
+    detector = run.path("ood", trained.name, DETECTOR_FILE)
+    extra = [reference_file, *([detector] if detector.exists() else [])]
+    tags = package(trained.checkpoint, extra, results, run_info, settings)
     run.update_json("metrics.json", package=tags)
     publish_markdown(
         "package",

@@ -8,17 +8,20 @@ built-in defaults < profile file (``cxr/profiles/<name>.yaml``) < user config fi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cxr.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 ENV_PREFIX = "CXR_"
+RAW_ENV = {"SERVE__API_TOKEN"}  # secrets: taken as typed, never parsed as YAML
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 ModelName = Literal["resnet50_lstm", "resnet50", "lstm"]
 MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 ResNetStage = Literal["conv1", "conv2", "conv3", "conv4", "conv5"]
@@ -37,7 +40,8 @@ REMOVED = {  # options measured to give no gain on this task (research/NOTES.md)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # errors name the setting, never its value: the value may be a secret (serve.api_token)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class DataConfig(_Section):
@@ -52,6 +56,9 @@ class DataConfig(_Section):
     min_images_per_class: int = 20
     min_readable_fraction: float = 0.98
     min_std_intensity: float = Field(default=8.0, description="flat images are not X-rays")
+    dicom_min_side: int = Field(
+        default=256, description="DICOM films: min rows and columns (not expected_width/height)"
+    )
 
 
 class PreprocessConfig(_Section):
@@ -159,6 +166,24 @@ class DecisionConfig(_Section):
         "the cut-offs with the best validation accuracy) instead of ``cutoff``; the test "
         "split is never used for it",
     )
+    calibrate: bool = Field(
+        default=True,
+        description="temperature-scale each model's P(COVID) (T fitted on the validation "
+        "split by NLL, shipped with the model); the cut-off and the test metrics are then "
+        "on the calibrated probability. false: T = 1",
+    )
+
+
+class OODConfig(_Section):
+    """The out-of-distribution check fitted for each model and shipped with it."""
+
+    keep_share: float = Field(
+        default=0.975,
+        gt=0,
+        le=1,
+        description="share of validation images the detector's threshold keeps in "
+        "distribution (the rest of the population it refuses is the price of the check)",
+    )
 
 
 class PackagingConfig(_Section):
@@ -169,7 +194,7 @@ class PackagingConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """The BentoML service: input limits, batching, the prediction log."""
+    """The BentoML service: input limits, batching, the prediction log, access."""
 
     model_tag: str = "cxr-classifier:latest"
     max_upload_bytes: int = 20_000_000
@@ -181,6 +206,26 @@ class ServeConfig(_Section):
         default=20_000, description="adaptive batching sheds (503) requests that wait longer"
     )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
+    api_token: SecretStr | None = Field(
+        default=None,
+        exclude=True,  # a secret: never in config.json, model metadata or any other dump
+        description="clients send 'Authorization: Bearer <token>' to /predict, /explain, "
+        "/info; unset: the service is open and binds to 127.0.0.1 unless given a host",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _bearer_token(cls, token: SecretStr | None) -> SecretStr | None:
+        """A token clients can send in a header and nobody guesses."""
+        if token is not None:
+            value = token.get_secret_value()
+            if len(value) < 16 or not BEARER_TOKEN.fullmatch(value):
+                raise ValueError(
+                    "serve.api_token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / "
+                    "(then optional '='); make one with: python -c "
+                    "'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        return token
 
 
 class MonitorConfig(_Section):
@@ -190,7 +235,7 @@ class MonitorConfig(_Section):
     min_predictions: int = 30
     numeric_columns: list[str] = [
         "covid_probability", "mean_intensity", "std_intensity", "entropy", "sharpness",
-        "dark_fraction",
+        "dark_fraction", "ood_score",
     ]  # fmt: skip
     categorical_columns: list[str] = ["label"]
     column_p_value: float = Field(default=0.05, description="per-column test threshold")
@@ -215,6 +260,7 @@ class Settings(_Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     decision: DecisionConfig = DecisionConfig()
+    ood: OODConfig = OODConfig()
     packaging: PackagingConfig = PackagingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -280,7 +326,9 @@ def environment_overrides(environ: dict[str, str] | None = None) -> dict[str, An
     """Settings from ``CXR_SECTION__FIELD=value`` variables (values parsed as YAML)."""
     environ = dict(os.environ) if environ is None else environ
     found = {
-        key[len(ENV_PREFIX) :]: yaml.safe_load(value)
+        key[len(ENV_PREFIX) :]: value
+        if key[len(ENV_PREFIX) :].upper() in RAW_ENV
+        else yaml.safe_load(value)
         for key, value in environ.items()
         if key.startswith(ENV_PREFIX) and "__" in key
     }

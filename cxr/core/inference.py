@@ -5,10 +5,15 @@ compiled predict step (``predict_on_batch``: a ``tf.function`` on TensorFlow, a 
 function on JAX) does not. Each distinct batch shape compiles once, so batches are padded
 up to a few fixed sizes, and :meth:`Predictor.warm_up` compiles them all before the first
 request.
+
+With ``feature_layers`` the compiled model has two outputs, the probability and the
+features the out-of-distribution check reads (:mod:`cxr.core.ood`), so both come out of
+one forward pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,13 +24,33 @@ if TYPE_CHECKING:
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
-class Predictor:
-    """P(COVID) of preprocessed images through the model's compiled predict step."""
+def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
+    """A two-output model over ``model``'s own layers: (P(COVID), features), the features
+    being the inputs of ``layers``, averaged over space (feature maps) or steps
+    (sequences), cast to float32 and concatenated."""
+    import keras
 
-    def __init__(self, model: keras.Model, max_batch_size: int = 32) -> None:
+    taps = []
+    for name in layers:
+        tensor = model.get_layer(name).input
+        if len(tensor.shape) > 2:
+            tensor = keras.ops.mean(tensor, axis=tuple(range(1, len(tensor.shape) - 1)))
+        taps.append(keras.ops.cast(tensor, "float32"))
+    features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=-1)
+    return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_features")
+
+
+class Predictor:
+    """P(COVID) of preprocessed images (and their features, with ``feature_layers``)
+    through the model's compiled predict step."""
+
+    def __init__(
+        self, model: keras.Model, max_batch_size: int = 32, feature_layers: Sequence[str] = ()
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
-        self.model = model
+        self.with_features = bool(feature_layers)
+        self.model = feature_model(model, feature_layers) if feature_layers else model
         self.sizes = tuple(s for s in BATCH_SIZES if s < max_batch_size) + (max_batch_size,)
 
     def warm_up(self, image_size: int) -> None:
@@ -33,18 +58,31 @@ class Predictor:
         for size in self.sizes:
             self._predict(np.zeros((size, image_size, image_size, 3), np.float32))
 
-    def _predict(self, padded: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(padded), np.float32).reshape(-1)
+    def _predict(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.model.predict_on_batch(padded)
+        if not self.with_features:
+            return np.asarray(out, np.float32).reshape(-1), None
+        probabilities, features = out
+        return np.asarray(probabilities, np.float32).reshape(-1), np.asarray(features, np.float32)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """One probability per image of ``x`` (N, S, S, 3); any N, in chunks of the
-        largest size, each padded with zeros to the next compiled size."""
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N,) and features (N, d) or None, of ``x`` (N, S, S, 3); any N, in
+        chunks of the largest size, each padded with zeros to the next compiled size."""
         largest = self.sizes[-1]
-        out = []
+        probabilities, features = [], []
         for start in range(0, len(x), largest):
             chunk = np.asarray(x[start : start + largest], np.float32)
             size = next(s for s in self.sizes if s >= len(chunk))
             padded = np.zeros((size, *chunk.shape[1:]), np.float32)
             padded[: len(chunk)] = chunk
-            out.append(self._predict(padded)[: len(chunk)])
-        return np.concatenate(out) if out else np.empty(0, np.float32)
+            probability, feature = self._predict(padded)
+            probabilities.append(probability[: len(chunk)])
+            if feature is not None:
+                features.append(feature[: len(chunk)])
+        if not probabilities:
+            return np.empty(0, np.float32), None
+        return np.concatenate(probabilities), np.concatenate(features) if features else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """One probability per image of ``x``."""
+        return self.outputs(x)[0]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import bentoml
 
 from cxr.core.errors import DataInputError
+from cxr.core.ood import DETECTOR_FILE, OODDetector, load_detector
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +35,7 @@ class PackagedModel:
     classes: list[str]
     metadata: dict[str, Any]
     path: Path
+    detector: OODDetector | None = None  # the out-of-distribution check (None: packaged before it)
 
 
 def _storable(value: Any) -> Any:
@@ -107,6 +109,7 @@ def load_model(tag: str) -> PackagedModel:
         classes=list(serving["classes"]),
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
+        detector=load_detector(Path(stored.path_of(DETECTOR_FILE))),
     )
 
 
@@ -143,6 +146,7 @@ def load_checkpoint(path: Path) -> PackagedModel:
         classes=list(config["data"]["classes"]),
         metadata={"run_dir": str(path.parent.parent)},
         path=path,
+        detector=load_detector(path.parent.parent / "ood" / path.stem / DETECTOR_FILE),
     )
 
 

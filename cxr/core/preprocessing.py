@@ -1,15 +1,21 @@
 """The one preprocessing path, shared by training, evaluation and the service.
 
 Paper: decode -> divide by 255 -> resize to 224x224 -> grayscale to 3 channels.
+PNG/JPEG are decoded with Pillow, DICOM files with pydicom (:mod:`cxr.core.dicom`).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from cxr.core.dicom import DicomHeader
 
 # Refuse absurd declared sizes before decoding (decompression bombs); a 299x299
 # radiograph is 89k pixels, a full-resolution DICOM export rarely exceeds 40M.
@@ -45,10 +51,36 @@ def _to_gray_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
-    """Decode PNG/JPEG bytes to an 8-bit grayscale array and the original PIL mode."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload or data file as 8-bit grayscale, with what its format says of it."""
+
+    gray: np.ndarray
+    mode: str  # PIL mode, or the DICOM photometric interpretation
+    format: str  # "PNG", "JPEG", ... (Pillow's name) or "DICOM"
+    dicom: DicomHeader | None = None
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedImage:
+    """PNG, JPEG or DICOM bytes -> :class:`DecodedImage`."""
     if not data:
         raise ImageDecodeError("empty file")
+    from cxr.core.dicom import decode_dicom, is_dicom  # here: it builds on our errors
+
+    if is_dicom(data):
+        gray, header = decode_dicom(data, max_pixels)
+        return DecodedImage(gray, header.photometric or "", "DICOM", header)
+    return _decode_pillow(data, max_pixels)
+
+
+def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode PNG/JPEG/DICOM bytes to an 8-bit grayscale array and the original mode."""
+    decoded = decode_image(data, max_pixels)
+    return decoded.gray, decoded.mode
+
+
+def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
+    """PNG/JPEG (any format Pillow reads) -> :class:`DecodedImage`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,7 +91,7 @@ def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
                         f"image of {width}x{height} pixels exceeds {max_pixels} pixels"
                     )
                 image.load()
-                return _to_gray_array(image), image.mode
+                return DecodedImage(_to_gray_array(image), image.mode, str(image.format))
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as error:

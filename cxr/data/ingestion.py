@@ -2,7 +2,8 @@
 
 Layouts read:
 - the release: ``<root>/<Class>/images/*.png`` (``masks/`` and metadata files ignored);
-- a plain one: ``<root>/<Class>/*.png|jpg|jpeg``.
+- a plain one: ``<root>/<Class>/*.png|jpg|jpeg``;
+in either, DICOM files (``*.dcm``) beside or instead of the PNGs.
 ``<root>`` may also be the folder that holds ``COVID-19_Radiography_Dataset``.
 """
 
@@ -15,16 +16,19 @@ import numpy as np
 import pandas as pd
 
 from cxr.core.config import DataConfig
-from cxr.data.demo_data import DATASET_DIRNAME
 from cxr.core.errors import DataInputError
 from cxr.core.image_stats import STAT_COLUMNS, image_statistics
+from cxr.core.preprocessing import ImageDecodeError, decode_image
+from cxr.data.demo_data import DATASET_DIRNAME
 from cxr.data.near_duplicates import difference_hash
-from cxr.core.preprocessing import ImageDecodeError, decode_grayscale
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+# DICOM_COLUMNS: what a DICOM header says of the film (empty for PNG/JPEG); never a
+# patient identifier. ``mode`` is the PIL mode, or the DICOM photometric interpretation.
+DICOM_COLUMNS = ["modality", "view_position", "bits_stored"]
 COLUMNS = [
-    "path", "label", "label_index", "width", "height", "mode", "bytes", "sha256",
-    "readable", "error", "dhash", *STAT_COLUMNS,
+    "path", "label", "label_index", "width", "height", "mode", "format", "bytes", "sha256",
+    "readable", "error", "dhash", *DICOM_COLUMNS, *STAT_COLUMNS,
 ]  # fmt: skip
 
 
@@ -64,20 +68,28 @@ def describe_image(path: Path) -> dict[str, object]:
         read_error = ""
     row: dict[str, object] = {
         "path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-        "width": None, "height": None, "mode": None, "readable": False, "error": "", "dhash": None,
+        "width": None, "height": None, "mode": None, "format": None, "readable": False,
+        "error": "", "dhash": None, **dict.fromkeys(DICOM_COLUMNS),
         **dict.fromkeys(STAT_COLUMNS, float("nan")),
     }  # fmt: skip
     if read_error:
         row["error"] = read_error
         return row
     try:
-        gray, mode = decode_grayscale(data)
-    except ImageDecodeError as error:
+        decoded = decode_image(data)
+    except ImageDecodeError as error:  # DICOM errors included
         row["error"] = str(error)
         return row
+    gray, header = decoded.gray, decoded.dicom
+    if header is not None:
+        row.update(
+            modality=header.modality, view_position=header.view_position,
+            bits_stored=header.bits_stored,
+        )  # fmt: skip
     row.update(
-        height=int(gray.shape[0]), width=int(gray.shape[1]), mode=mode, readable=True,
-        dhash=difference_hash(gray), **image_statistics(gray),
+        height=int(gray.shape[0]), width=int(gray.shape[1]), mode=decoded.mode,
+        format=decoded.format, readable=True, dhash=difference_hash(gray),
+        **image_statistics(gray),
     )  # fmt: skip
     return row
 

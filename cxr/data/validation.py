@@ -1,5 +1,9 @@
 """Data validation with Great Expectations 1.x: the suite in ``expectations/`` runs as a
-checkpoint on the ingestion table and builds Data Docs into the run folder."""
+checkpoint on the ingestion table and builds Data Docs into the run folder.
+
+PNG/JPEG rows are held to the release (299x299, 8-bit grayscale); DICOM rows (``format``
+"DICOM") to what a radiograph film needs instead: modality CR/DX, MONOCHROME1/2, 8-16
+bits stored, a minimal size, no lateral view."""
 
 from __future__ import annotations
 
@@ -16,6 +20,12 @@ from great_expectations.core.result_format import ResultFormat
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from cxr.core.config import DataConfig
+from cxr.core.dicom import (
+    GRAYSCALE_PHOTOMETRIC,
+    LATERAL_VIEWS,
+    RADIOGRAPH_MODALITIES,
+    SUPPORTED_BITS_STORED,
+)
 
 SUITE_FILE = Path(__file__).resolve().parents[2] / "expectations" / "cxr_dataset.json"
 SITE_NAME = "cxr_run_docs"
@@ -53,6 +63,13 @@ def suite_parameters(config: DataConfig) -> dict[str, Any]:
         "min_readable_fraction": config.min_readable_fraction,
         "min_std_intensity": config.min_std_intensity,
         "min_total_images": config.min_images_per_class * len(config.classes),
+        # DICOM films (rows with format "DICOM"), instead of the release's size and mode
+        "dicom_modalities": list(RADIOGRAPH_MODALITIES),
+        "dicom_photometric": list(GRAYSCALE_PHOTOMETRIC),
+        "dicom_min_bits": SUPPORTED_BITS_STORED[0],
+        "dicom_max_bits": SUPPORTED_BITS_STORED[1],
+        "dicom_min_side": config.dicom_min_side,
+        "lateral_views": list(LATERAL_VIEWS),
     }
 
 

@@ -12,7 +12,7 @@ from cxr.core.errors import DataInputError
 from cxr.core.model_store import get_stored
 from cxr.core.runs import Run
 from cxr.monitor.drift import DriftSummary, detect_drift
-from cxr.monitor.reference import REFERENCE_FILE
+from cxr.monitor.reference import REFERENCE_FILE, monitored
 from cxr.serve.prediction_log import create_log_engine, now, read_predictions
 
 
@@ -60,8 +60,9 @@ def check_drift(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
     tag, reference = load_reference(served_tag(settings.serve.model_tag, window))
     current = window.loc[window["model_tag"] == tag].reset_index(drop=True)
     current.to_csv(run.path("window.csv"), index=False)
+    config = monitored(settings.monitor, reference, current)  # no OOD score: not compared
     summary = detect_drift(
-        reference, current, settings.monitor, (start.isoformat(), end.isoformat()), run.dir
+        reference, current, config, (start.isoformat(), end.isoformat()), run.dir
     )
     run.write_json("summary.json", {"model_tag": tag, **summary.to_dict()})
     return tag, summary

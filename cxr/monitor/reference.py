@@ -5,25 +5,49 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cxr.core.config import MonitorConfig
 from cxr.core.image_stats import STAT_COLUMNS
+from cxr.core.ood import OUT_OF_DISTRIBUTION
 
 REFERENCE_FILE = "reference.csv"
 IMAGE_COLUMNS = ["width", "height", "mode", "bytes", *STAT_COLUMNS]
+OOD_COLUMNS = ["in_distribution", "ood_score"]  # only for models with an OOD detector
 
 
 def build_reference(
     images: pd.DataFrame, test_predictions: pd.DataFrame, classes: list[str], cutoff: float
 ) -> pd.DataFrame:
-    """Test images' statistics joined with the model's test probabilities."""
+    """Test images' statistics joined with the model's test probabilities (and, when
+    ``test_predictions`` has them, its OOD scores and flags: the label is then
+    ``out_of_distribution`` where the detector refuses the image, as the service says)."""
     merged = test_predictions.merge(images[["path", *IMAGE_COLUMNS]], on="path", how="left")
     if merged[IMAGE_COLUMNS].isna().any().any():
         raise ValueError("reference: some test images are missing from the ingestion table")
     predicted = (merged["covid_probability"] >= cutoff).astype(int)
+    labels = pd.Series([classes[i] for i in predicted], index=merged.index)
+    ood = {column: merged[column] for column in OOD_COLUMNS if column in merged}
+    if "in_distribution" in ood:
+        ood["in_distribution"] = ood["in_distribution"].astype(bool)
+        labels = labels.where(ood["in_distribution"], OUT_OF_DISTRIBUTION)
     return pd.DataFrame(
         {
             "covid_probability": merged["covid_probability"],
-            "label": [classes[i] for i in predicted],
+            "label": labels,
             "actual_label": [classes[int(i)] for i in merged["label_index"]],
+            **ood,
             **{column: merged[column] for column in IMAGE_COLUMNS},
         }
     )
+
+
+def monitored(
+    config: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame
+) -> MonitorConfig:
+    """``config`` without the numeric columns that the reference lacks or that no current
+    row has (the OOD score of a model packaged before the check)."""
+
+    def present(column: str) -> bool:
+        return column in reference and column in current and current[column].notna().any()
+
+    numeric = [column for column in config.numeric_columns if present(column)]
+    return config.model_copy(update={"numeric_columns": numeric})

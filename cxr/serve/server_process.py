@@ -64,17 +64,20 @@ def start_server(
     log_file: Path | None = None,
     target: str = "service:XRayClassifier",
     cwd: Path = REPO_ROOT,
+    host: str | None = "127.0.0.1",
 ) -> ServerProcess:
     """``bentoml serve <target>`` (the repository's service, or a bento tag) with extra
     ``CXR_SERVE__*`` settings; output to ``log_file`` if given; returns once ``/readyz``
-    answers 200."""
+    answers 200. ``host=None`` passes no ``--host``: the service's own default decides
+    (loopback without an API token, every interface with one)."""
     port = free_port()
     env = {**os.environ, **settings_env}
-    command = [sys.executable, "-m", "bentoml", "serve", target]
+    command = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
+    command += [] if host is None else ["--host", host]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            command,
             cwd=cwd, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -128,10 +129,14 @@ def evaluate_packaged(
     predictions_csv: Path | None = None,
 ) -> dict[str, object]:
     """Metrics of a packaged model on any dataset folder; unreadable files are listed.
-    With ``predictions_csv``, each image's probability is written there too."""
+    With ``predictions_csv``, each image's probability, OOD score and in-distribution flag
+    (empty for a model without a detector) are written there too; the metrics score every
+    image by its raw verdict, and ``ood`` says how many the detector would refuse."""
     from cxr.core.config import DataConfig
     from cxr.core.model_store import load_any
+    from cxr.core.ood import verdicts
     from cxr.data.ingestion import ingest, unreadable
+    from cxr.train.ood import refusal_summary
 
     packaged = load_any(tag)
     config = DataConfig(classes=packaged.classes, samples_per_class=samples_per_class)
@@ -140,22 +145,26 @@ def evaluate_packaged(
     if usable.empty:
         raise DataInputError(f"no readable images under {data_dir}")
     paths, labels = usable["path"].tolist(), usable["label_index"].astype(int).tolist()
-    probabilities = np.concatenate(
-        [
-            predict_probabilities(
-                packaged.model,
-                load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x,
-            )
-            for i in range(0, len(paths), CHUNK)
-        ]
-    )
+    detector = packaged.detector
+    predictor = Predictor(packaged.model, PREDICT_BATCH, detector.layers if detector else ())
+    found = []  # (probabilities, scores, flags) of each chunk, as the service computes them
+    for i in range(0, len(paths), CHUNK):
+        x = load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x
+        chunk_probabilities, features = predictor.outputs(x)
+        found.append((chunk_probabilities, *verdicts(detector, features, len(x))))
+    probabilities, scores, flags = (np.concatenate(column) for column in zip(*found, strict=True))
     if predictions_csv is not None:
-        usable[["path", "label"]].assign(covid_probability=probabilities).to_csv(
-            predictions_csv, index=False
-        )
+        usable[["path", "label"]].assign(
+            covid_probability=probabilities,
+            in_distribution=pd.array(
+                [None if np.isnan(f) else bool(f) for f in flags], dtype="boolean"
+            ),
+            ood_score=scores,
+        ).to_csv(predictions_csv, index=False)
     return {
         "model": packaged.tag,
         "data_dir": str(Path(data_dir).resolve()),
         **compute_metrics(labels, probabilities, packaged.cutoff),
+        "ood": {**detector.summary(), **refusal_summary(detector, scores)} if detector else None,
         "unreadable": unreadable(images).to_dict("records"),
     }

@@ -58,19 +58,19 @@ def build_bento(model_tag: str) -> str:
 
 def package(
     checkpoint: Path,
-    reference: Path,
+    extra_files: list[Path],
     results: dict[str, dict],
     run_info: dict[str, Any],
     settings: Settings,
 ) -> dict[str, str | None]:
-    """Save the gated model and its monitoring reference to the store (and build the
-    bento when configured)."""
+    """Save the gated model and its extra files (monitoring reference, OOD detector) to
+    the store (and build the bento when configured)."""
     tag = save_model(
         settings.packaging.model_name,
         checkpoint,
         serving_info(settings),
         model_metadata(results, run_info, settings),
-        extra_files=[reference],
+        extra_files=extra_files,
     )
     bento = build_bento(tag) if settings.packaging.build_bento else None
     return {"model_tag": tag, "bento_tag": bento}

@@ -82,7 +82,9 @@ def test_served_predictions_equal_cxr_evaluate(server, packaged_model: str, tmp_
         answer = _predict(client, path.read_bytes(), path.name)
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert set(body) == {"covid_probability", "label", "threshold", "model_tag", "request_id"}
+        assert set(body) == {"covid_probability", "label", "threshold", "model_tag", "request_id",
+                             "in_distribution", "ood_score"}  # fmt: skip
+        assert body["in_distribution"] is None and body["ood_score"] is None  # no detector
         assert body["model_tag"] == packaged_model and body["threshold"] == 0.5
         assert body["label"] == ("COVID" if body["covid_probability"] >= 0.5 else "Normal")
         served[path.name] = body["covid_probability"]

@@ -1,0 +1,94 @@
+"""Fitting of the out-of-distribution detector (:mod:`cxr.core.ood`) of a trained model:
+Mahalanobis distance under a Ledoit-Wolf shrunk covariance of the training split's
+features, with the threshold that keeps ``keep_share`` of the validation split. Then the
+share of the test split the detector would refuse (the gate still scores every test
+image by its raw verdict)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from cxr.core.inference import Predictor
+from cxr.core.ood import OODDetector, default_layers
+from cxr.train.evaluation import wilson_interval
+
+FEATURE_BATCH = 32
+
+
+def choose_threshold(val_scores: np.ndarray, keep_share: float) -> float:
+    """The smallest validation score that keeps at least ``keep_share`` of the
+    validation images (score <= threshold)."""
+    scores = np.sort(np.asarray(val_scores, np.float64))
+    if scores.size == 0:
+        raise ValueError("the OOD threshold needs validation images")
+    index = max(0, int(np.ceil(keep_share * scores.size)) - 1)
+    return float(scores[index])
+
+
+def fit_detector(
+    model: keras.Model,
+    train_x: np.ndarray,
+    val_x: np.ndarray,
+    keep_share: float,
+    layers: Sequence[str] | None = None,
+) -> OODDetector:
+    """Fit on the training split's features, threshold on the validation split's."""
+    layers = list(layers or default_layers(model))
+    predictor = Predictor(model, FEATURE_BATCH, layers)
+    train_features = predictor.outputs(train_x)[1]
+    covariance = LedoitWolf().fit(train_features)
+    detector = OODDetector(
+        layers=layers,
+        mean=covariance.location_.astype(np.float64),
+        precision=covariance.precision_.astype(np.float64),
+        threshold=float("inf"),
+        keep_share=keep_share,
+    )
+    detector.threshold = choose_threshold(detector.score(predictor.outputs(val_x)[1]), keep_share)
+    return detector
+
+
+def ood_scores(model: keras.Model, detector: OODDetector, x: np.ndarray) -> np.ndarray:
+    """The detector's score of each image of ``x``, through the compiled two-output path."""
+    return detector.score(Predictor(model, FEATURE_BATCH, detector.layers).outputs(x)[1])
+
+
+def refusal_summary(detector: OODDetector, scores: np.ndarray) -> dict[str, object]:
+    """The share of images the detector refuses, with its 95% Wilson interval."""
+    refused = int((~detector.in_distribution(scores)).sum())
+    return {
+        "n": int(len(scores)),
+        "refused": refused,
+        "refused_share": refused / len(scores) if len(scores) else None,
+        "refused_ci95": list(wilson_interval(refused, len(scores))),
+    }
+
+
+def ood_markdown(results: dict[str, dict]) -> str:
+    """The comparison report's section: each model's detector and its test refusals."""
+    lines = [
+        "",
+        "## Out-of-distribution check (test split)",
+        "",
+        "The gate scores every test image by its raw verdict; this is the share of the "
+        "test split the model's detector would answer as out of distribution.",
+        "",
+        "| model | features | threshold | validation kept | test refused (95% CI) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        ood = result.get("ood")
+        if not ood:
+            continue
+        test, (low, high) = ood["test"], ood["test"]["refused_ci95"]
+        lines.append(
+            f"| {name} | {ood['feature_dim']} ({', '.join(ood['layers'])}) "
+            f"| {ood['threshold']:.2f} | {ood['val_kept_share']:.3f} "
+            f"| {test['refused']}/{test['n']} = {test['refused_share']:.3f} "
+            f"({low:.3f}-{high:.3f}) |"
+        )
+    return "\n".join(lines) + "\n"
