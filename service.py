@@ -25,6 +25,7 @@ from bentoml.validators import ContentType
 from PIL import Image
 from starlette.responses import JSONResponse, Response
 
+from cxr.core.calibration import calibrate
 from cxr.core.config import load_settings
 from cxr.core.dicom import NotARadiographError, UnsupportedTransferSyntaxError, radiograph_refusal
 from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
@@ -104,6 +105,7 @@ class XRayClassifier:
         self.model_tag = str(self.stored.tag)
         self.image_size = int(info["image_size"])
         self.threshold = float(info["cutoff"])  # answered as "threshold"
+        self.temperature = float(info["temperature"])  # 1.0: packaged before calibration
         self.classes = list(info["classes"])
         detector = load_detector(Path(self.stored.path_of(DETECTOR_FILE)))
         self.ood = detector.summary() if detector else None  # None: packaged before the check
@@ -191,6 +193,7 @@ class XRayClassifier:
             ctx.response.status_code = rejected.status
             return {"error": rejected.message, "request_id": request_id}
         probability, ood_score, in_distribution = await self._infer(x)
+        probability = float(calibrate(probability, self.temperature))  # the cut-off's scale
         verdict = self.classes[int(probability >= self.threshold)]
         answer = {
             "covid_probability": probability,
@@ -241,7 +244,8 @@ class XRayClassifier:
             ctx.response.status_code = rejected.status
             return JSONResponse({"error": rejected.message, "request_id": request_id})
         rows = await self._infer_rows(occluded_inputs(x))
-        explanation = heat_from_probabilities(rows[:, 0], x.shape[0], self.threshold)
+        calibrated = calibrate(rows[:, 0], self.temperature)  # as /predict answers
+        explanation = heat_from_probabilities(calibrated, x.shape[0], self.threshold)
         png = await anyio.to_thread.run_sync(overlay_png, x, explanation)
         share = explanation.border_share
         flag = as_answer(rows[0, 2]) if rows.shape[1] > 2 else None  # the image's OOD check
@@ -263,6 +267,7 @@ class XRayClassifier:
             "model_tag": self.model_tag,
             "image_size": self.image_size,
             "threshold": self.threshold,
+            "temperature": self.temperature,
             "classes": self.classes,
             "trained_on_synthetic_demo_data": self.synthetic,
             "ood_check": self.ood,

@@ -223,6 +223,7 @@ def explain(
 ) -> None:
     """Write an occlusion heat map of what drove the model's score, over the model input
     (65 forward passes); print the answer it explains, as the service's /predict."""
+    from cxr.core.calibration import calibrate
     from cxr.core.config import load_settings
     from cxr.core.errors import DataInputError
     from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
@@ -246,7 +247,8 @@ def explain(
     detector = packaged.detector
     predict = Predictor(packaged.model, 32, detector.layers if detector else ())
     probabilities, features = predict.outputs(occluded_inputs(x))
-    explanation = heat_from_probabilities(probabilities, x.shape[0], packaged.cutoff)
+    calibrated = calibrate(probabilities, packaged.temperature)  # as /predict answers
+    explanation = heat_from_probabilities(calibrated, x.shape[0], packaged.cutoff)
     scores, flags = verdicts(detector, None if features is None else features[:1], 1)
     in_distribution = None if as_answer(flags[0]) is None else bool(flags[0])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Evaluation task: the P(COVID) cut-off (configured, or chosen on the validation split),
-then test-set metrics and confusion matrix of one trained model."""
+"""Evaluation task: temperature scaling fitted on the validation split, the P(COVID)
+cut-off on the calibrated probabilities (configured, or chosen on the validation split),
+then test-set metrics, confusion matrix and reliability diagram of one trained model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cxr.core.config import Settings
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
 from cxr.train.evaluation import evaluate_model, summarize_model
-from cxr.train.reporting import plot_confusion
+from cxr.train.reporting import plot_confusion, plot_reliability
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_image
 
@@ -20,20 +21,35 @@ from tasks.artifacts import publish_image
 def evaluate(
     trained: TrainedModel, val: Arrays, test: Arrays, settings: Settings, run: Run
 ) -> dict:
-    """Metrics on the held-out test split (COVID positive), saved and published."""
+    """Metrics on the held-out test split (COVID positive) of the calibrated P(COVID),
+    saved and published with the reliability diagram (before and after scaling)."""
     name, logger = trained.name, get_run_logger()
     result = evaluate_model(trained.model, val, test, settings.decision)
-    logger.info("%s: cut-off %.3f (%s)", name, result.cutoff["value"], result.cutoff["chosen_on"])
+    calibration = result.calibration
+    logger.info(
+        "%s: temperature %.3f (%s), test ECE %.4f -> %.4f; cut-off %.3f (%s)",
+        name, calibration["temperature"], calibration["fitted_on"],
+        calibration["test_ece_before"], calibration["test_ece_after"],
+        result.cutoff["value"], result.cutoff["chosen_on"],
+    )  # fmt: skip
     metrics = result.metrics
     pd.DataFrame(
         {
             "path": test.paths,
             "label_index": test.y.astype(int),
-            "covid_probability": result.probabilities,
+            "covid_probability": result.probabilities,  # calibrated, as the service answers
+            "raw_covid_probability": result.raw_probabilities,
         }
     ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
+    png = plot_reliability(
+        name, test.y, result.raw_probabilities, result.probabilities, calibration,
+        run.path("plots", f"{name}_reliability.png"),
+    )  # fmt: skip
+    publish_image(
+        f"{name}-reliability", png, f"run {run.run_id}: {name} test reliability, before/after T"
+    )
     logger.info(
         "%s test: accuracy %.4f (95%% CI %.3f-%.3f), F1 %.4f",
         name, metrics["accuracy"], *metrics["accuracy_ci95"], metrics["f1"],
@@ -41,4 +57,9 @@ def evaluate(
     summary = summarize_model(
         trained.history, trained.best_epoch, trained.seconds, trained.images_per_second, metrics
     )
-    return {**summary, "backbone_init": trained.backbone_init, "cutoff": result.cutoff}
+    return {
+        **summary,
+        "backbone_init": trained.backbone_init,
+        "cutoff": result.cutoff,
+        "calibration": calibration,
+    }

@@ -21,14 +21,16 @@ def explain(
     trained: TrainedModel, test: Arrays, results: dict[str, dict], settings: Settings, run: Run
 ) -> dict:
     """Explain up to 8 test images (right and wrong, both classes) at the model's cut-off,
-    with the test probabilities the evaluation task saved."""
+    with the calibrated test probabilities the evaluation task saved and its temperature."""
     name = trained.name
     cutoff = float(results[name]["cutoff"]["value"])
+    temperature = float(results[name]["calibration"]["temperature"])
     probabilities = pd.read_csv(run.path("predictions", f"{name}_test.csv"))["covid_probability"]
     png = run.path("plots", f"{name}_explanations.png")
     summary = explain_test_images(
         trained.model, test.x, test.y, probabilities.to_numpy(), cutoff,
         settings.data.classes, f"{DISPLAY_NAMES.get(name, name)}: occlusion heat maps", png,
+        temperature,
     )  # fmt: skip
     run.update_json("metrics.json", explanations={"model": name, **summary})
     publish_image(f"{name}-explanations", png, f"run {run.run_id}: {name} test heat maps")

@@ -23,12 +23,15 @@ def train(
     baseline: TrainedModel | None = None,
 ) -> TrainedModel:
     """Fit one model and keep its best-validation checkpoint (``baseline``: the trained
-    ResNet50 the hybrid may start from)."""
+    ResNet50 the hybrid may start from). The devices it trained on and the batch each
+    took go in ``metrics.json`` (``training_devices``; the same for every model)."""
     logger = get_run_logger()
     logger.info("training %s on %s", name, compute_devices())
     trained = train_model(
         name, arrays["train"], arrays["val"], settings, run.path("models"), baseline
     )
+    run.update_json("metrics.json", training_devices=trained.devices)
+    logger.info("%s trained on %s", name, trained.devices)
     curves = plot_training_curves(name, trained.history, run.path("plots", f"{name}_curves.png"))
     publish_image(f"{name}-training-curves", curves, f"run {run.run_id}: {name} loss/accuracy")
     logger.info(

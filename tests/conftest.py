@@ -31,6 +31,8 @@ os.environ["CXR_MONITOR__REPORTS_DIR"] = str(_HOME / "monitoring-reports")  # no
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.pg"]  # postgres_server, postgres_url: a throwaway PostgreSQL
+
 RELEASE = SHARED_DATA / "COVID-19_Radiography_Dataset"
 TUBERCULOSIS = SHARED_DATA / "TB_Chest_Radiography_Database" / "Tuberculosis"
 IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}

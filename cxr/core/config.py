@@ -79,6 +79,12 @@ class ModelConfig(_Section):
     backbone_weights: str = Field(
         default="none", description="'imagenet', a path to a weights file, or 'none'"
     )
+    input_normalization: Literal["none", "imagenet"] = Field(
+        default="none",
+        description="imagenet: the ResNet50 models scale [0, 1] images to ImageNet's "
+        "caffe-style input (x 255 minus the channel means) inside the model, for a "
+        "backbone that starts from ImageNet weights; none: the paper's bare /255",
+    )
     sequence_mode: Literal["spatial", "pooled2x2"] = "spatial"
     lstm_units: list[int] = [32, 16, 8]
     dropout: float = 0.2

@@ -195,7 +195,8 @@ def decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, DicomHeader]
         if not available:
             raise UnsupportedTransferSyntaxError(
                 f"DICOM transfer syntax {header.transfer_syntax_name()} cannot be decoded "
-                "here: send it uncompressed (Explicit VR Little Endian)"
+                "here: send it uncompressed (Explicit VR Little Endian), as RLE Lossless or as "
+                "JPEG 2000"
             )
         try:
             stored = dataset.pixel_array

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import bentoml
 
+from cxr.core.calibration import NO_TEMPERATURE
 from cxr.core.errors import DataInputError
 from cxr.core.ood import DETECTOR_FILE, OODDetector, load_detector
 
@@ -36,6 +37,7 @@ class PackagedModel:
     metadata: dict[str, Any]
     path: Path
     detector: OODDetector | None = None  # the out-of-distribution check (None: packaged before it)
+    temperature: float = NO_TEMPERATURE  # calibrated P(COVID) = sigmoid(logit(p) / temperature)
 
 
 def _storable(value: Any) -> Any:
@@ -86,12 +88,14 @@ def _refuse_equalized(equalized: bool, what: str) -> None:
 
 
 def read_serving_info(stored: bentoml.Model) -> dict[str, Any]:
-    """Image size, P(COVID) cut-off, classes and architecture of a stored model. Models
-    packaged by earlier versions store the cut-off as ``decision_threshold``."""
+    """Image size, P(COVID) cut-off, temperature, classes and architecture of a stored
+    model. Models packaged by earlier versions store the cut-off as ``decision_threshold``
+    and have no temperature (1.0: uncalibrated)."""
     info = json.loads(Path(stored.path_of(INFO_FILE)).read_text())
     _refuse_equalized(bool(info.pop("equalize", False)), f"model {stored.tag}")
     if "cutoff" not in info:
         info["cutoff"] = info.pop("decision_threshold")
+    info.setdefault("temperature", NO_TEMPERATURE)
     return info
 
 
@@ -110,14 +114,16 @@ def load_model(tag: str) -> PackagedModel:
         metadata=dict(stored.info.metadata),
         path=Path(stored.path),
         detector=load_detector(Path(stored.path_of(DETECTOR_FILE))),
+        temperature=float(serving["temperature"]),
     )
 
 
 def load_checkpoint(path: Path) -> PackagedModel:
     """A checkpoint of a run (``<run>/models/<name>.keras``) with the image size and
-    classes of that run's ``config.json`` and the cut-off the run evaluated it with
-    (``metrics.json``) — for models the gate did not ship. Runs of earlier versions keep
-    the cut-off in ``gate.decision_threshold``."""
+    classes of that run's ``config.json`` and the cut-off and temperature the run
+    evaluated it with (``metrics.json``) — for models the gate did not ship. Runs of
+    earlier versions keep the cut-off in ``gate.decision_threshold`` and have no
+    temperature (1.0)."""
     import keras
 
     path = Path(path)
@@ -129,11 +135,12 @@ def load_checkpoint(path: Path) -> PackagedModel:
     config = json.loads(config_file.read_text())
     _refuse_equalized(bool(config["preprocess"].get("equalize", False)), str(path))
     decision = config.get("decision") or {"cutoff": config["gate"]["decision_threshold"]}
-    cutoff = float(decision["cutoff"])
+    cutoff, temperature = float(decision["cutoff"]), NO_TEMPERATURE
     metrics_file = path.parent.parent / "metrics.json"
     if metrics_file.is_file():  # the cut-off the run evaluated this model with
         evaluated = json.loads(metrics_file.read_text()).get("models", {}).get(path.stem, {})
         cutoff = float(evaluated.get("test", {}).get("threshold", cutoff))
+        temperature = float(evaluated.get("calibration", {}).get("temperature", temperature))
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError) as error:
@@ -147,6 +154,7 @@ def load_checkpoint(path: Path) -> PackagedModel:
         metadata={"run_dir": str(path.parent.parent)},
         path=path,
         detector=load_detector(path.parent.parent / "ood" / path.stem / DETECTOR_FILE),
+        temperature=temperature,
     )
 
 

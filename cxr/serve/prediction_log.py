@@ -1,19 +1,38 @@
 """Durable log of served predictions (and rejected requests) for drift monitoring.
 
-SQLite in WAL mode by default; any SQLAlchemy URL (e.g. PostgreSQL) by configuration.
-Each answered request is one committed row before the answer is returned.
+SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL through psycopg, e.g.
+``postgresql://user:password@host:5432/cxr``) by configuration. Each answered request is one
+committed row before the answer is returned.
+
+The schema is managed by Alembic (revisions in ``migrations/versions``): every engine made
+by :func:`create_log_engine` first brings its database to the newest revision, in one
+locked transaction, so that a service's workers (or a service and a monitoring run)
+starting at once on an empty database do not race. A log created before migrations
+existed (tables, no ``alembic_version``) is stamped with the revision its columns match,
+then upgraded in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
+from cxr.core.errors import DataInputError
 from cxr.core.image_stats import STAT_COLUMNS
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the tables as the log had them before migrations
+OOD_AND_DICOM = "0002"  # + in_distribution, ood_score and four DICOM header columns
+# pg_advisory_xact_lock key that serialises migrations of one PostgreSQL database
+_MIGRATION_LOCK = 0x43585201
 
 metadata = sa.MetaData()
 
@@ -63,15 +82,91 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _migration_engine(url: str) -> sa.Engine:
+    """A short-lived engine whose transactions hold the database's write lock: SQLite's
+    ``BEGIN IMMEDIATE`` (the driver's own transaction handling off, SQLAlchemy's recipe),
+    PostgreSQL's transaction-scoped advisory lock (taken in :func:`_locked`)."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        _sqlite_pragmas(dbapi_connection, record)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@contextmanager
+def _locked(url: str) -> Iterator[sa.Connection]:
+    """One transaction on the log's database that no other migration runs beside."""
+    engine = _migration_engine(url)
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                pass
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def alembic_config(connection: sa.Connection) -> Config:
+    """Alembic's configuration for the log, built in code: the package's migrations,
+    run on ``connection`` (``migrations/env.py`` takes it from ``attributes``)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _unversioned_revision(connection: sa.Connection) -> str | None:
+    """The revision a log made before migrations matches (tables, no alembic_version):
+    the baseline, or the OOD/DICOM one when ``metadata.create_all`` already added those
+    columns; None for a versioned or an empty database."""
+    inspector = sa.inspect(connection)
+    tables = set(inspector.get_table_names())
+    if "alembic_version" in tables or "predictions" not in tables:
+        return None
+    columns = {column["name"] for column in inspector.get_columns("predictions")}
+    return OOD_AND_DICOM if "in_distribution" in columns else BASELINE
+
+
+def migrate(url: str) -> None:
+    """Bring the log at ``url`` to the newest revision (creating it when empty)."""
+    with _locked(url) as connection:
+        if revision := _unversioned_revision(connection):
+            command.stamp(alembic_config(connection), revision)
+        command.upgrade(alembic_config(connection), "head")
+
+
+def _shown(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
 def create_log_engine(url: str) -> sa.Engine:
-    """Engine for the log; creates the tables (and the SQLite folder) when missing."""
+    """Engine for the log, its database migrated to the newest revision first (tables
+    created when missing; the SQLite folder too). An unreachable database is a
+    :class:`DataInputError` that names it (password hidden)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        migrate(url)
+    except sa.exc.OperationalError as error:
+        raise DataInputError(
+            f"prediction log database {_shown(url)} could not be opened or migrated "
+            f"({str(error.orig or error).strip().splitlines()[0]}); check "
+            "CXR_SERVE__PREDICTION_LOG_URL and that the database server is running"
+        ) from error
+    if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
     return engine
 
 
@@ -101,17 +196,26 @@ def log_rejection(
         )
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC datetime (a naive one is taken as UTC, as the log stores it)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def read_predictions(
     engine: sa.Engine, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
-    """Predictions logged in [start, end) as a DataFrame."""
+    """Predictions logged in [start, end) as a DataFrame; ``created_at`` is in UTC
+    (timezone-aware) whatever the backend (SQLite keeps naive UTC text, PostgreSQL a
+    ``timestamptz`` returned in the session's time zone)."""
     query = sa.select(predictions).order_by(predictions.c.id)
     if start is not None:
-        query = query.where(predictions.c.created_at >= start)
+        query = query.where(predictions.c.created_at >= _utc(start))
     if end is not None:
-        query = query.where(predictions.c.created_at < end)
+        query = query.where(predictions.c.created_at < _utc(end))
     with engine.connect() as connection:
-        return pd.read_sql(query, connection)
+        frame = pd.read_sql(query, connection)
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    return frame
 
 
 def count_rows(engine: sa.Engine) -> dict[str, int]:

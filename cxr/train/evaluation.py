@@ -18,10 +18,17 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from cxr.core.calibration import NO_TEMPERATURE, calibrate
 from cxr.core.config import DecisionConfig
 from cxr.core.errors import DataInputError
 from cxr.core.inference import Predictor
 from cxr.data.dataset import Arrays, load_arrays
+from cxr.train.calibration import (
+    ECE_BINS,
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+)
 
 PREDICT_BATCH = 32
 CHUNK = 256  # images decoded at a time by ``cxr evaluate`` (memory stays flat)
@@ -81,25 +88,34 @@ def choose_cutoff(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
 
 @dataclass
 class ModelEvaluation:
-    """One model's test metrics, the cut-off they were computed at, the test probabilities."""
+    """One model's test metrics, the cut-off they were computed at, the calibration and
+    the test probabilities (calibrated, and as the model gave them)."""
 
     metrics: dict[str, object]
     cutoff: dict[str, object]  # value, chosen_on ("config" | "validation"), [val_accuracy]
-    probabilities: np.ndarray
+    probabilities: np.ndarray  # calibrated P(COVID): the metrics' and the service's
+    calibration: dict[str, object]  # temperature, fitted_on, NLL and ECE before/after
+    raw_probabilities: np.ndarray  # the model's sigmoid output
 
 
 def evaluate_model(
     model: keras.Model, val: Arrays, test: Arrays, decision: DecisionConfig
 ) -> ModelEvaluation:
-    """The cut-off (configured, or chosen on the validation split; never on the test
-    split), then the test-split metrics at that cut-off."""
+    """The temperature (fitted on the validation split, or 1), then the cut-off on the
+    calibrated probabilities (configured, or chosen on the validation split; never on the
+    test split), then the test-split metrics of the calibrated probabilities at it."""
+    val_raw = predict_probabilities(model, val.x)
+    test_raw = predict_probabilities(model, test.x)
+    temperature = fit_temperature(val.y, val_raw) if decision.calibrate else NO_TEMPERATURE
+    fitted_on = "validation" if decision.calibrate else "off"
+    calibration = calibration_summary(temperature, fitted_on, val.y, val_raw, test.y, test_raw)
     cutoff: dict[str, object] = {"value": decision.cutoff, "chosen_on": "config"}
     if decision.cutoff_from_validation:
-        value, val_accuracy = choose_cutoff(val.y, predict_probabilities(model, val.x))
+        value, val_accuracy = choose_cutoff(val.y, calibrate(val_raw, temperature))
         cutoff = {"value": value, "chosen_on": "validation", "val_accuracy": val_accuracy}
-    probabilities = predict_probabilities(model, test.x)
+    probabilities = calibrate(test_raw, temperature)
     metrics = compute_metrics(test.y, probabilities, float(cutoff["value"]))
-    return ModelEvaluation(metrics=metrics, cutoff=cutoff, probabilities=probabilities)
+    return ModelEvaluation(metrics, cutoff, probabilities, calibration, test_raw)
 
 
 def summarize_model(
@@ -128,10 +144,12 @@ def evaluate_packaged(
     seed: int,
     predictions_csv: Path | None = None,
 ) -> dict[str, object]:
-    """Metrics of a packaged model on any dataset folder; unreadable files are listed.
-    With ``predictions_csv``, each image's probability, OOD score and in-distribution flag
-    (empty for a model without a detector) are written there too; the metrics score every
-    image by its raw verdict, and ``ood`` says how many the detector would refuse."""
+    """Metrics of a packaged model on any dataset folder, on P(COVID) calibrated with the
+    model's temperature (as the service answers); unreadable files are listed.
+    With ``predictions_csv``, each image's calibrated probability, OOD score and
+    in-distribution flag (empty for a model without a detector) are written there too; the
+    metrics score every image by its verdict, whatever the detector says, and ``ood`` says
+    how many the detector would refuse."""
     from cxr.core.config import DataConfig
     from cxr.core.model_store import load_any
     from cxr.core.ood import verdicts
@@ -152,7 +170,8 @@ def evaluate_packaged(
         x = load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x
         chunk_probabilities, features = predictor.outputs(x)
         found.append((chunk_probabilities, *verdicts(detector, features, len(x))))
-    probabilities, scores, flags = (np.concatenate(column) for column in zip(*found, strict=True))
+    raw, scores, flags = (np.concatenate(column) for column in zip(*found, strict=True))
+    probabilities = calibrate(raw, packaged.temperature)  # as the service answers
     if predictions_csv is not None:
         usable[["path", "label"]].assign(
             covid_probability=probabilities,
@@ -165,6 +184,12 @@ def evaluate_packaged(
         "model": packaged.tag,
         "data_dir": str(Path(data_dir).resolve()),
         **compute_metrics(labels, probabilities, packaged.cutoff),
+        "calibration": {
+            "temperature": packaged.temperature,
+            "ece_bins": ECE_BINS,
+            "ece_before": expected_calibration_error(labels, raw),
+            "ece_after": expected_calibration_error(labels, probabilities),
+        },
         "ood": {**detector.summary(), **refusal_summary(detector, scores)} if detector else None,
         "unreadable": unreadable(images).to_dict("records"),
     }

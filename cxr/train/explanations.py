@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from cxr.core.calibration import NO_TEMPERATURE, calibrate
 from cxr.core.explain import (
     BORDER_BAND,
     GRID,
@@ -96,12 +97,19 @@ def explain_test_images(
     classes: list[str],
     title: str,
     path: Path,
+    temperature: float = NO_TEMPERATURE,
     n: int = N_EXAMPLES,
 ) -> dict[str, object]:
     """Explain up to ``n`` test images (:func:`select_examples`) through the model's
-    compiled predict, draw them to ``path`` and return the summary for ``metrics.json``."""
+    compiled predict, draw them to ``path`` and return the summary for ``metrics.json``.
+    ``probabilities`` and ``cutoff`` are on the calibrated scale of ``temperature``, and so
+    are the explained probabilities."""
     indices = select_examples(labels, probabilities, cutoff, n)
-    predict = Predictor(model, 32)
+    predictor = Predictor(model, 32)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return calibrate(predictor(batch), temperature)
+
     explanations = [explain(x[i], predict, cutoff, GRID) for i in indices]
     plot_explanations(x, labels, indices, explanations, classes, title, path)
     shares = [e.border_share for e in explanations]

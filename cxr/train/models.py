@@ -13,6 +13,16 @@ input, active only while training; a warm-up + cosine learning-rate schedule; bf
 compute with float32 weights and a float32 output (``train.mixed_precision``); a ResNet50
 that starts from given weights and trains only from a given stage on (the hybrid's
 hand-over from the trained baseline).
+
+ImageNet input normalization (``model.input_normalization: imagenet``, the ``pretrained``
+profile): a backbone that starts from ImageNet weights learned them on caffe-style input
+(``keras.applications.resnet50.preprocess_input``: 0-255 pixels, RGB->BGR, minus the
+channel means). Our images are [0, 1] gray copied to three equal channels, so the
+ResNet50 models start with an ``imagenet_preprocess`` block (x 255, minus the BGR means;
+the channel swap is the identity on equal channels). It is built-in Keras layers, so the
+saved ``.keras`` file carries it: training, ``cxr evaluate`` and the service all feed the
+same [0, 1] images from the one preprocessing function. It follows the setting, not the
+weights: a backbone handed over from a baseline trained without it keeps working.
 """
 
 from __future__ import annotations
@@ -72,6 +82,24 @@ def _inputs(image_size: int, augmentation: AugmentationConfig | None) -> tuple[A
     return inputs, augmentation_block(augmentation)(inputs)
 
 
+IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, caffe mode
+
+
+def imagenet_preprocess_block() -> keras.Sequential:
+    """[0, 1] images of three equal channels -> ResNet50's ImageNet (caffe-style) input:
+    x 255 minus the BGR channel means, computed in float32 under mixed precision."""
+    return keras.Sequential(
+        [
+            layers.Rescaling(255.0, dtype="float32", name="to_0_255"),
+            layers.Normalization(
+                mean=list(IMAGENET_BGR_MEANS), variance=[1.0, 1.0, 1.0], dtype="float32",
+                name="minus_imagenet_means",
+            ),
+        ],
+        name="imagenet_preprocess",
+    )  # fmt: skip
+
+
 def _hybrid(x: Any, image_size: int, config: ModelConfig, trainable_from: ResNetStage) -> Any:
     """The proposed hybrid's body: ResNet50 map -> sequence -> LSTM 32/16/8."""
     features = _backbone(image_size, config, trainable_from)(x)
@@ -98,6 +126,7 @@ def _lstm(x: Any, image_size: int, config: ModelConfig, trainable_from: ResNetSt
 
 
 _BODIES = {"resnet50_lstm": _hybrid, "resnet50": _resnet50, "lstm": _lstm}
+_RESNET_BODIES = ("resnet50_lstm", "resnet50")  # the ``lstm`` baseline reads the rows as they are
 
 
 def build_network(
@@ -107,8 +136,11 @@ def build_network(
     augmentation: AugmentationConfig | None = None,
     trainable_from: ResNetStage = "conv1",
 ) -> keras.Model:
-    """One of the three networks (uncompiled): [augmentation] -> body -> Dropout -> sigmoid."""
+    """One of the three networks (uncompiled): [augmentation] -> [ImageNet input
+    normalization, ResNet50 models] -> body -> Dropout -> sigmoid."""
     inputs, x = _inputs(image_size, augmentation)
+    if config.input_normalization == "imagenet" and name in _RESNET_BODIES:
+        x = imagenet_preprocess_block()(x)  # after augmentation, which works on [0, 1]
     x = _BODIES[name](x, image_size, config, trainable_from)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid_probability")(x)

@@ -8,6 +8,7 @@ from typing import Any
 
 import bentoml
 
+from cxr.core.calibration import NO_TEMPERATURE
 from cxr.core.config import REPO_ROOT, Settings
 from cxr.core.model_store import save_model
 
@@ -15,15 +16,22 @@ BENTOFILE = REPO_ROOT / "bentofile.yaml"
 MODEL_TAG_ENV = "CXR_SERVE__MODEL_TAG"
 
 
-def serving_info(settings: Settings) -> dict[str, Any]:
-    """What the service needs to reproduce training's preprocessing and decision."""
+def serving_info(settings: Settings, temperature: float = NO_TEMPERATURE) -> dict[str, Any]:
+    """What the service needs to reproduce training's preprocessing and decision (the
+    cut-off applies to P(COVID) calibrated with ``temperature``)."""
     return {
         "architecture": settings.gate.model,
         "image_size": settings.preprocess.image_size,
         "cutoff": settings.decision.cutoff,
+        "temperature": temperature,
         "classes": list(settings.data.classes),
         "preprocessing": "cxr.core.preprocessing.preprocess_image: /255, resize, gray->3",
     }
+
+
+def calibrated_temperature(result: dict[str, Any]) -> float:
+    """The temperature a model's evaluation fitted (1.0 when calibration was off)."""
+    return float(result.get("calibration", {}).get("temperature", NO_TEMPERATURE))
 
 
 def model_metadata(
@@ -37,6 +45,7 @@ def model_metadata(
         "test_metrics": {k: v for k, v in gated["test"].items() if k != "confusion"},
         "confusion": gated["test"]["confusion"],
         "best_epoch": gated["best_epoch"],
+        "calibration": gated.get("calibration"),  # temperature, ECE before/after scaling
         "all_models_test_accuracy": {name: r["test"]["accuracy"] for name, r in results.items()},
         "config": settings.model_dump(mode="json"),
     }
@@ -68,7 +77,7 @@ def package(
     tag = save_model(
         settings.packaging.model_name,
         checkpoint,
-        serving_info(settings),
+        serving_info(settings, calibrated_temperature(results[settings.gate.model])),
         model_metadata(results, run_info, settings),
         extra_files=extra_files,
     )

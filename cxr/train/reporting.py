@@ -1,14 +1,17 @@
-"""Figures and tables of a run: training curves, confusion matrices, paper comparison."""
+"""Figures and tables of a run: training curves, confusion matrices, reliability diagrams,
+paper comparison."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cxr.train.calibration import expected_calibration_error, reliability_bins  # noqa: E402
 from cxr.train.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
 
 
@@ -43,6 +46,53 @@ def plot_confusion(name: str, confusion: dict[str, int], path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(DISPLAY_NAMES.get(name, name))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(
+    name: str,
+    y_true: np.ndarray,
+    raw: np.ndarray,
+    calibrated: np.ndarray,
+    calibration: dict[str, object],
+    path: Path,
+) -> Path:
+    """Reliability diagram of the test split: observed share of COVID against mean
+    P(COVID) per equal-width bin, before and after temperature scaling (ECE in the
+    legend), above a histogram of the probabilities."""
+    bins = int(calibration["ece_bins"])
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    curves = (
+        ("before", raw, "tab:orange", "o"),
+        (f"after (T = {float(calibration['temperature']):.3g})", calibrated, "tab:blue", "s"),
+    )
+    for label, probabilities, colour, marker in curves:
+        table = [row for row in reliability_bins(y_true, probabilities, bins) if row["n"]]
+        ece = expected_calibration_error(y_true, probabilities, bins)
+        top.plot(
+            [row["mean_probability"] for row in table],
+            [row["covid_share"] for row in table],
+            marker=marker, color=colour, label=f"{label}: ECE {ece:.3f}",
+        )  # fmt: skip
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("observed share of COVID")
+    top.set_title(f"{DISPLAY_NAMES.get(name, name)}: reliability (test, {bins} bins)")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    edges = np.linspace(0, 1, bins + 1)
+    bottom.hist(
+        [raw, calibrated], bins=edges, color=["tab:orange", "tab:blue"],
+        label=["before", "after"],
+    )  # fmt: skip
+    bottom.set_xlabel("P(COVID)")
+    bottom.set_ylabel("images")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from cxr.core.config import ModelName, ResNetStage, Settings, TrainConfig
 from cxr.data.dataset import Arrays
+from cxr.train.devices import (
+    TrainingDevices,
+    distribution_scope,
+    even_length,
+    plan_training_devices,
+)
 from cxr.train.models import build_model
 
 
@@ -26,6 +33,7 @@ class TrainedModel:
     seconds: float
     images_per_second: float  # training images x epochs / fit time (validation included)
     backbone_init: str
+    devices: dict[str, object] = field(default_factory=dict)  # TrainingDevices.as_dict()
 
 
 def best_epoch_index(history: dict[str, list[float]], monitor: str) -> int:
@@ -72,7 +80,9 @@ def train_model(
     baseline: TrainedModel | None = None,
 ) -> TrainedModel:
     """Fit one model, save the best-validation checkpoint and restore it. With
-    ``train.hybrid_backbone_from_baseline``, the hybrid starts from ``baseline``'s ResNet50."""
+    ``train.hybrid_backbone_from_baseline``, the hybrid starts from ``baseline``'s ResNet50.
+    Where several devices are visible it trains data-parallel on all of them
+    (:mod:`cxr.train.devices`); the restored model is an ordinary one-device model."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trainable_from: ResNetStage = "conv1"
     if name == "resnet50_lstm" and settings.train.hybrid_backbone_from_baseline:
@@ -81,10 +91,10 @@ def train_model(
         settings, trainable_from = with_baseline_backbone(settings, baseline, out_dir)
     cfg = settings.train
     keras.utils.set_random_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(train.y) / settings.preprocess.batch_size)
-    model = build_model(
-        name, settings.preprocess.image_size, settings.model, cfg, steps_per_epoch, trainable_from
-    )
+    plan = plan_training_devices(settings.preprocess.batch_size)
+    train_x, train_y = _split_evenly(train, plan)
+    val_x, val_y = _split_evenly(val, plan)
+    steps_per_epoch = math.ceil(len(train_y) / settings.preprocess.batch_size)
     checkpoint = out_dir / f"{name}.keras"
     mode = "max" if cfg.checkpoint_monitor.endswith("accuracy") else "min"
     callbacks = [
@@ -93,20 +103,29 @@ def train_model(
         ),
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_history.csv")),
     ]
-    started = time.perf_counter()
-    fit = model.fit(
-        train.x,
-        train.y,
-        validation_data=(val.x, val.y),
-        epochs=cfg.epochs,
-        batch_size=settings.preprocess.batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=cfg.verbose,
-    )
-    seconds = time.perf_counter() - started
+    with distribution_scope(plan):
+        model = build_model(
+            name,
+            settings.preprocess.image_size,
+            settings.model,
+            cfg,
+            steps_per_epoch,
+            trainable_from,
+        )
+        started = time.perf_counter()
+        fit = model.fit(
+            train_x,
+            train_y,
+            validation_data=(val_x, val_y),
+            epochs=cfg.epochs,
+            batch_size=settings.preprocess.batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+        )
+        seconds = time.perf_counter() - started
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-    best = keras.saving.load_model(checkpoint)
+    best = keras.saving.load_model(checkpoint)  # outside the scope: an ordinary model
     return TrainedModel(
         name=name,
         model=best,
@@ -114,6 +133,20 @@ def train_model(
         history=history,
         best_epoch=best_epoch_index(history, cfg.checkpoint_monitor),
         seconds=seconds,
-        images_per_second=len(train.y) * len(history["loss"]) / seconds,
+        images_per_second=len(train_y) * len(history["loss"]) / seconds,
         backbone_init="-" if name == "lstm" else settings.model.backbone_weights,
+        devices={
+            **plan.as_dict(),
+            "images_left_out": {
+                "train": len(train.y) - len(train_y),
+                "val": len(val.y) - len(val_y),
+            },
+        },
     )
+
+
+def _split_evenly(arrays: Arrays, plan: TrainingDevices) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels cut to a length that splits evenly across the devices (the
+    whole arrays on one device)."""
+    n = even_length(len(arrays.y), plan)
+    return arrays.x[:n], arrays.y[:n]

@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGLosslessSV1,
     RLELossless,
     generate_uid,
@@ -93,6 +94,12 @@ def make_dicom(
         ds.PixelData = stored.tobytes()
         if transfer_syntax == RLELossless:
             ds.compress(RLELossless, encoding_plugin="pydicom")
+        elif transfer_syntax == JPEG2000Lossless:  # a real code stream, encoded by Pillow
+            buffer = io.BytesIO()
+            Image.fromarray(stored).save(buffer, "JPEG2000", irreversible=False, no_jp2=True)
+            ds.file_meta.TransferSyntaxUID = transfer_syntax
+            ds.PixelData = pydicom.encaps.encapsulate([buffer.getvalue()])
+            ds["PixelData"].VR = "OB"
         elif transfer_syntax != ExplicitVRLittleEndian:  # pixel data declared, not encoded
             ds.file_meta.TransferSyntaxUID = transfer_syntax
             ds.PixelData = pydicom.encaps.encapsulate([stored.tobytes()])
@@ -141,10 +148,16 @@ def test_dicom_from_a_real_png_decodes_to_the_png(radiograph: np.ndarray, varian
 
 
 @pytest.mark.real_data
-def test_rle_lossless_decodes_without_plugins(radiograph: np.ndarray) -> None:
-    data = make_dicom(radiograph, bits_stored=12, transfer_syntax=RLELossless)
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "j2k"])
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_compressed_films_decode_without_plugins(
+    radiograph: np.ndarray, syntax: str, bits: int
+) -> None:
+    data = make_dicom(
+        radiograph, photometric="MONOCHROME1", bits_stored=bits, transfer_syntax=syntax
+    )
     gray, header = decode_dicom(data, 10**8)
-    assert header.transfer_syntax == RLELossless
+    assert header.transfer_syntax == syntax
     assert np.abs(gray.astype(int) - radiograph.astype(int)).max() <= 1
 
 

@@ -228,3 +228,23 @@ def test_a_run_explains_test_images_into_a_grid_and_a_border_share(tmp_path) -> 
     assert summary["uniform_border_share"] == 0.36
     assert summaries["lungs"]["border_heat_share_mean"] < 0.1  # 0.0 measured
     assert summaries["marker"]["border_heat_share_mean"] > 0.5  # 0.63 measured
+
+
+def test_a_run_explains_the_calibrated_probabilities_it_was_evaluated_with(tmp_path) -> None:
+    from cxr.core.calibration import calibrate
+    from cxr.train.explanations import explain_test_images
+
+    model = _crop_reader(((8, 8), (8, 8)))
+    x = np.full((4, 32, 32, 3), 0.5, np.float32)
+    x[:2, 8:24, 8:24], x[2:, 8:24, 8:24] = 0.7, 0.35
+    raw = np.asarray(model(x)).reshape(-1)
+    calibrated = calibrate(raw, 2.0)  # softer than the raw 0.88 / 0.18
+    labels = np.array([1, 0, 1, 0])
+    summary = explain_test_images(
+        model, x, labels, calibrated, 0.5, ["Normal", "COVID"], "t", tmp_path / "g.png", 2.0
+    )
+    explained = {row["index"]: row["covid_probability"] for row in summary["per_image"]}
+    assert sorted(explained) == [0, 1, 2, 3]
+    for index, probability in explained.items():
+        assert probability == pytest.approx(calibrated[index], abs=1e-4)
+        assert abs(probability - raw[index]) > 0.05  # not the raw sigmoid output

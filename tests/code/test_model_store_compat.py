@@ -46,3 +46,10 @@ def test_a_checkpoint_of_an_earlier_run_is_refused_clearly_when_equalised(tmp_pa
     (run / "config.json").write_text(json.dumps({**config, "data": {"classes": ["N", "C"]}}))
     with pytest.raises(DataInputError, match="histogram-equalised"):
         load_checkpoint(run / "models" / "lstm.keras")
+
+
+def test_a_model_packaged_before_calibration_serves_uncalibrated(tmp_path: Path) -> None:
+    old = {**EARLIER_SERVING, "cutoff": 0.42}  # no temperature: T = 1 leaves P(COVID) as is
+    assert read_serving_info(_stored(tmp_path, old))["temperature"] == 1.0
+    new = {**EARLIER_SERVING, "cutoff": 0.42, "temperature": 1.7}
+    assert read_serving_info(_stored(tmp_path, new))["temperature"] == 1.7

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import JPEGLosslessSV1
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
 
 from cxr.serve.prediction_log import count_rows, create_log_engine, read_predictions
 from cxr.serve.server_process import start_server
@@ -18,11 +18,11 @@ from tests.conftest import real_images
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 # what make_dicom writes in the header and must appear in no log, table or file
 IDENTIFIERS = [*FAKE_PATIENT_NAME.split("^"), FAKE_PATIENT_ID, "ACC-7Q3X9-ZZKV", "19010203"]
-FILMS = {  # name: (photometric, bits stored, window, rescale)
-    "8bit-mono2": ("MONOCHROME2", 8, None, None),
-    "12bit-mono1-window": ("MONOCHROME1", 12, (2048, 4096), None),
-    "12bit-mono2-window": ("MONOCHROME2", 12, (2048, 4096), None),
-    "16bit-mono1-rescale": ("MONOCHROME1", 16, None, (1.0, -1024.0)),
+FILMS = {  # name: (photometric, bits stored, window, rescale, transfer syntax)
+    "8bit-mono2": ("MONOCHROME2", 8, None, None, ExplicitVRLittleEndian),
+    "12bit-mono1-window": ("MONOCHROME1", 12, (2048, 4096), None, ExplicitVRLittleEndian),
+    "12bit-mono2-window-j2k": ("MONOCHROME2", 12, (2048, 4096), None, JPEG2000Lossless),
+    "16bit-mono1-rescale": ("MONOCHROME1", 16, None, (1.0, -1024.0), ExplicitVRLittleEndian),
 }
 
 
@@ -54,10 +54,10 @@ def test_a_dicom_film_gets_the_pngs_answer_and_its_header_is_logged(dicom_server
     for path in paths:
         png = _predict(client, path.read_bytes(), path.name)
         assert png.status_code == 200, png.text
-        for name, (photometric, bits, window, rescale) in FILMS.items():
+        for name, (photometric, bits, window, rescale, syntax) in FILMS.items():
             film = make_dicom(
                 png_gray(path), photometric=photometric, bits_stored=bits, window=window,
-                rescale=rescale, modality="CR" if bits == 16 else "DX",
+                rescale=rescale, modality="CR" if bits == 16 else "DX", transfer_syntax=syntax,
             )  # fmt: skip
             answer = _predict(client, film)
             assert answer.status_code == 200, (name, answer.text)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the prediction log (run by ``cxr.serve.prediction_log.migrate``)."""

@@ -1,0 +1,1 @@
+"""The prediction log's revisions, oldest first by ``down_revision``."""

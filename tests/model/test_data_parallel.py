@@ -1,0 +1,107 @@
+"""Data-parallel training: on two forced host CPU devices under JAX (what several GPUs
+look like to Keras), ``train_model`` shards each global batch across both and gets the
+losses of a one-device run, within floating-point reordering.
+
+The backend and the device count are fixed when JAX and Keras are imported, so each run
+is its own process (``python -c`` of the script below)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr.core.config import load_settings
+from cxr.core.errors import ConfigError
+from cxr.train.devices import TrainingDevices, even_length, plan_training_devices
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# A tiny model and data: the lstm baseline and a ResNet50 (batch norm: its statistics
+# must be those of the global batch) at 32 px, 2 epochs of 12 + 4 images, batch 4.
+SCRIPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from cxr.core.config import load_settings
+from cxr.data.dataset import Arrays
+from cxr.train.training import train_model
+
+name, out, n_train, n_val = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+settings = load_settings("demo", overrides={
+    "preprocess.image_size": 32, "preprocess.batch_size": 4, "train.epochs": 2,
+    "train.verbose": 0, "train.models": [name], "gate.model": name,
+    "train.hybrid_backbone_from_baseline": False,
+}, environ={})
+rng = np.random.default_rng(0)
+def arrays(n):
+    gray = rng.random((n, 32, 32, 1), dtype=np.float32)
+    y = (gray.mean(axis=(1, 2, 3)) > 0.5).astype("float32")
+    return Arrays(np.repeat(gray, 3, axis=-1), y, [f"{i}.png" for i in range(n)])
+train, val = arrays(n_train), arrays(n_val)
+trained = train_model(name, train, val, settings, out / "models")
+probe = np.asarray(trained.model.predict(val.x, verbose=0)).ravel().tolist()
+out.joinpath("result.json").write_text(json.dumps(
+    {"history": trained.history, "devices": trained.devices, "predictions": probe}))
+"""
+
+
+def _train(name: str, devices: int, out: Path, n_train: int = 12, n_val: int = 4) -> dict:
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, name, str(out), str(n_train), str(n_val)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["lstm", "resnet50"])
+def test_two_devices_give_the_losses_of_one(name: str, tmp_path: Path) -> None:
+    one = _train(name, 1, tmp_path / "one")
+    two = _train(name, 2, tmp_path / "two")
+    assert one["devices"]["mechanism"] == "single_device"
+    assert one["devices"]["devices"] == ["cpu:0"]
+    assert two["devices"] == {
+        "backend": "jax",
+        "devices": ["cpu:0", "cpu:1"],
+        "mechanism": "keras.distribution.DataParallel",
+        "global_batch": 4,
+        "per_device_batch": 2,
+        "images_left_out": {"train": 0, "val": 0},
+    }
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(two["history"][key]) == 2, key
+        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=1e-4, atol=1e-5)
+    assert two["history"]["loss"][0] != pytest.approx(two["history"]["loss"][1])  # it learns
+    # the restored checkpoint is an ordinary model: it predicts any batch size on one device
+    np.testing.assert_allclose(two["predictions"], one["predictions"], rtol=1e-4, atol=1e-5)
+
+
+def test_odd_splits_lose_at_most_one_image_per_device(tmp_path: Path) -> None:
+    two = _train("lstm", 2, tmp_path / "two", n_train=13, n_val=5)
+    assert two["devices"]["images_left_out"] == {"train": 1, "val": 1}
+    assert len(two["predictions"]) == 5  # evaluation sees every image
+
+
+def test_the_global_batch_must_split_evenly() -> None:
+    plan = plan_training_devices(32, ["gpu:0", "gpu:1", "gpu:2", "gpu:3"])
+    assert plan.count == 4 and plan.per_device_batch == 8
+    assert [even_length(n, plan) for n in (1600, 1601, 1603, 3)] == [1600, 1600, 1600, 0]
+    with pytest.raises(ConfigError, match="batch_size 30 does not split evenly across the 4"):
+        plan_training_devices(30, ["gpu:0", "gpu:1", "gpu:2", "gpu:3"])
+    single = plan_training_devices(30, ["cpu:0"])
+    assert single == TrainingDevices("tensorflow", ["cpu:0"], "single_device", 30, 30)
+    assert even_length(1601, single) == 1601
+    assert load_settings("paper", environ={}).preprocess.batch_size % 8 == 0  # 1-8 GPUs
