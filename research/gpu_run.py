@@ -76,6 +76,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the three models on bundle/pool; report test and unseen accuracy and times."""
+    from cxr.core.calibration import calibrate
     from cxr.core.config import ConfigError, load_settings, parse_assignments
     from cxr.data.dataset import load_arrays, split_arrays, split_dataset
     from cxr.data.ingestion import ingest
@@ -118,7 +119,10 @@ def train(
         trained[name] = model
         evaluated = evaluate_model(model.model, arrays["val"], arrays["test"], settings.decision)
         cutoff = evaluated.metrics["threshold"]
-        unseen_probabilities = predict_probabilities(model.model, unseen.x)
+        unseen_probabilities = calibrate(
+            predict_probabilities(model.model, unseen.x),
+            float(evaluated.calibration["temperature"]),
+        )  # the cut-off is on the calibrated scale
         report["models"][name] = {
             "train_seconds": round(model.seconds, 1),
             "best_epoch": model.best_epoch + 1,

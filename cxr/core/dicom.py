@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID
@@ -31,6 +32,9 @@ RADIOGRAPH_MODALITIES = ("CR", "DX")  # computed and digital radiography
 GRAYSCALE_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 LATERAL_VIEWS = ("LL", "RL", "LAT")  # (0018,5101) View Position of a side view
 SUPPORTED_BITS_STORED = (8, 16)  # inclusive range of a CR/DX film's BitsStored
+# pydicom checks element values as it converts them and logs what it finds, quoting the
+# value ("Invalid value for VR PN: ..."): never for our films, which may carry names.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 class DicomError(ImageDecodeError):
@@ -142,8 +146,6 @@ def _to_viewer_gray(dataset: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     """Stored values -> 8-bit grayscale as displayed (MONOCHROME2 sense: 0 is black)."""
     photometric = str(dataset.PhotometricInterpretation)
     if photometric not in GRAYSCALE_PHOTOMETRIC:  # colour: luminance, no LUTs
-        from PIL import Image
-
         rgb = np.asarray(stored)
         if rgb.ndim != 3 or rgb.dtype != np.uint8:
             raise DicomError(f"DICOM photometric interpretation {photometric} is not supported")

@@ -97,7 +97,7 @@ def _migration_engine(url: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -109,7 +109,7 @@ def _locked(url: str) -> Iterator[sa.Connection]:
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                pass
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             yield connection
     finally:
         engine.dispose()

@@ -79,9 +79,7 @@ def test_expected_calibration_error_of_known_cases() -> None:
     y, p = np.array([0, 0, 1, 1]), np.array([0.05, 0.15, 0.85, 0.95])
     assert expected_calibration_error(y, p) == pytest.approx(0.25 * (0.05 + 0.15 + 0.15 + 0.05))
     # all in one bin at 0.7, half of them COVID
-    assert expected_calibration_error(np.array([0, 1, 0, 1]), np.full(4, 0.7)) == pytest.approx(
-        0.2
-    )
+    assert expected_calibration_error(np.array([0, 1, 0, 1]), np.full(4, 0.7)) == pytest.approx(0.2)
     # perfectly calibrated within each bin; P(COVID) = 1 falls into the last bin
     y = np.array([1, 1, 1, 0, 0])
     assert expected_calibration_error(y, np.array([1.0, 1.0, 1.0, 0.0, 0.0])) == 0.0

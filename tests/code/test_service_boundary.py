@@ -61,6 +61,8 @@ def test_the_bento_ships_every_cxr_module_the_service_needs_and_nothing_else() -
     shipped = {f.relative_to(REPO).as_posix() for f in _shipped_files()}
     assert "service.py" in shipped and "cxr/core/preprocessing.py" in shipped
     assert not [f for f in shipped if f.startswith(("cxr/train", "cxr/data", "cxr/monitor"))]
+    migrations = {f.relative_to(REPO).as_posix() for f in REPO.glob("cxr/serve/migrations/**/*.py")}
+    assert "cxr/serve/migrations/env.py" in migrations and migrations <= shipped  # log schema
     for path in _shipped_files():
         for name in _imports(path):
             if name.startswith("cxr."):

@@ -143,10 +143,16 @@ def test_a_run_reports_calibration_and_ships_the_temperature(
     runs = tmp_path / "runs"
     args = ["train", "--data-dir", str(small_real_dataset), "--profile", "demo"]
     args += ["--image-size", "32", "--epochs", "1", "--gate-min-score", "0"]
-    for setting in ("data.min_images_per_class=5", "train.models=[lstm]", "gate.model=lstm",
-                    "packaging.build_bento=false", "decision.cutoff_from_validation=true"):
+    for setting in (
+        "data.min_images_per_class=5",
+        "train.models=[lstm]",
+        "gate.model=lstm",
+        "packaging.build_bento=false",
+        "decision.cutoff_from_validation=true",
+    ):
         args += ["--set", setting]  # fmt: skip
-    result = run_cli(*args, "--runs-dir", str(runs), "--run-id", "calibrated", api_url=prefect_server)
+    args += ["--runs-dir", str(runs), "--run-id", "calibrated"]
+    result = run_cli(*args, api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
     tag = last_json(result.stdout)["model_tag"]
     run = runs / "calibrated"

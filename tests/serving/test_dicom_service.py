@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1
@@ -13,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV
 from cxr.serve.prediction_log import count_rows, create_log_engine, read_predictions
 from cxr.serve.server_process import start_server
 from tests.code.test_dicom import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_dicom, png_gray
-from tests.conftest import real_images
+from tests.conftest import real_images, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 # what make_dicom writes in the header and must appear in no log, table or file
@@ -46,12 +47,17 @@ def _predict(client: httpx.Client, data: bytes, name: str = "film.dcm") -> httpx
     return client.post("/predict", files={"image": (name, data, "application/dicom")})
 
 
-def test_a_dicom_film_gets_the_pngs_answer_and_its_header_is_logged(dicom_server) -> None:
+def test_a_dicom_film_gets_the_pngs_answer_and_its_header_is_logged(
+    dicom_server, packaged_model: str, tmp_path: Path
+) -> None:
     client, log, _ = dicom_server
     before = count_rows(log)["predictions"]
     paths = real_images("COVID", 2, offset=120) + real_images("Normal", 2, offset=120)
-    sent = 0
+    served = {}  # film file -> served probability
     for path in paths:
+        label = "COVID" if path in paths[:2] else "Normal"
+        folder = tmp_path / "COVID-19_Radiography_Dataset" / label / "images"
+        folder.mkdir(parents=True, exist_ok=True)
         png = _predict(client, path.read_bytes(), path.name)
         assert png.status_code == 200, png.text
         for name, (photometric, bits, window, rescale, syntax) in FILMS.items():
@@ -65,15 +71,29 @@ def test_a_dicom_film_gets_the_pngs_answer_and_its_header_is_logged(dicom_server
             difference = abs(body["covid_probability"] - png.json()["covid_probability"])
             assert difference < 1e-3, (path.name, name, difference)
             assert body["label"] == png.json()["label"]
-            sent += 1
+            (folder / f"{path.stem}-{name}.dcm").write_bytes(film)
+            served[f"{path.stem}-{name}.dcm"] = body["covid_probability"]
     logged = read_predictions(log).iloc[before:]
     assert len(logged) == len(paths) * (1 + len(FILMS))
     films = logged.loc[logged["modality"].notna()]
-    assert len(films) == sent and set(films["modality"]) == {"DX", "CR"}
+    assert len(films) == len(served) and set(films["modality"]) == {"DX", "CR"}
     assert set(films["view_position"]) == {"PA"} and set(films["bits_stored"]) == {8, 12, 16}
     assert set(films["manufacturer"]) == {"CXR Test Devices"}
     assert set(films["mode"]) == {"MONOCHROME1", "MONOCHROME2"}
     assert logged.loc[logged["modality"].isna(), "mode"].eq("L").all()  # the PNGs
+
+    # `cxr evaluate` on a folder of the same films answers what the service answered
+    csv = tmp_path / "evaluated.csv"
+    result = run_cli(
+        "evaluate", "--model", packaged_model, "--data-dir", str(tmp_path), "--predictions",
+        str(csv),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = pd.read_csv(csv)
+    evaluated.index = evaluated["path"].map(lambda p: Path(p).name)
+    assert set(evaluated.index) == set(served)
+    for name, probability in served.items():
+        assert abs(evaluated.loc[name, "covid_probability"] - probability) < 1e-5, name
 
 
 def test_bad_dicoms_get_a_4xx_naming_why_and_the_service_keeps_serving(dicom_server) -> None:
