@@ -41,3 +41,14 @@ def test_recipe_asks_for_auto_and_the_paper_for_float32() -> None:
     assert load_settings("paper", environ={}).train.mixed_precision is False
     with pytest.raises(ValueError, match="mixed_precision"):
         load_settings("recipe", overrides={"train.mixed_precision": "sometimes"}, environ={})
+
+
+def test_the_report_names_the_training_devices() -> None:
+    report = devices.compute_devices()
+    assert report["training_devices"] == devices.training_device_names()
+    assert report["training_devices"]  # at least the CPU
+    assert report["data_parallel"] is (len(report["training_devices"]) > 1)
+    plan = devices.plan_training_devices(32)
+    assert plan.devices == report["training_devices"]
+    expected = "single_device" if plan.count == 1 else plan.mechanism
+    assert plan.mechanism == expected and plan.per_device_batch * plan.count == 32
