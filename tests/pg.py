@@ -65,7 +65,9 @@ class PostgresServer:
         command = [str(self.binaries / tool), *args]
         if self.owner:
             command = ["runuser", "-u", self.owner, "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=120, cwd=self.folder
+        )  # the server's owner may not enter the tests' working folder
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -99,6 +101,8 @@ def start_postgres() -> PostgresServer:
                 "running as root and no 'postgres' OS user to run the server as "
                 "(Debian's postgresql package creates it)"
             ) from error
+        if shutil.which("runuser") is None:
+            raise FileNotFoundError("running as root and no runuser (util-linux) to start it")
     folder = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
     if owner:
         shutil.chown(folder, owner)
