@@ -1,8 +1,9 @@
 """BentoML service for the gated chest X-ray classifier.
 
-Two services, one process each: ``XRayClassifier`` (HTTP front: checks the upload,
-decodes and preprocesses it, logs the answer) calls ``ModelRunner`` (loads the model
-once; adaptive batching lets concurrent requests share one forward pass).
+Two services: ``XRayClassifier`` (HTTP front: checks the upload, decodes and
+preprocesses it, logs the answer) calls ``ModelRunner`` (loads the model once; adaptive
+batching lets concurrent requests share one forward pass); one process each unless
+``CXR_SERVE__FRONT_WORKERS`` / ``CXR_SERVE__MODEL_WORKERS`` say more.
 
 Imports only ``cxr`` modules shared with training (config, preprocessing, image
 statistics, model store, prediction log): no Prefect, no training code.
@@ -39,6 +40,7 @@ from cxr.core.preprocessing import (
     decode_image,
     to_model_input,
 )
+from cxr.core.production import resolve_tag
 from cxr.serve.http_guards import (
     BearerTokenAuth,
     BodySizeLimit,
@@ -46,8 +48,12 @@ from cxr.serve.http_guards import (
     install_strict_multipart,
 )
 from cxr.serve.prediction_log import create_log_engine, log_prediction, log_rejection
+from cxr.serve.scale import limit_threads, model_resources
 
 SERVE = load_settings().serve
+# name:production is resolved once, at start: a promotion reaches a running service when
+# it is restarted (see cxr.core.production)
+MODEL_TAG = resolve_tag(SERVE.model_tag)
 logger = logging.getLogger("bentoml.service")
 install_strict_multipart()
 
@@ -60,14 +66,20 @@ class Rejected(Exception):
         self.status, self.message = status, message
 
 
-@bentoml.service(name="cxr-model", traffic={"timeout": 60})
+@bentoml.service(
+    name="cxr-model",
+    traffic={"timeout": 60},
+    workers=SERVE.model_workers,
+    resources=model_resources(SERVE),  # GPUs, reserved cores
+)
 class ModelRunner:
     """Holds the Keras model and its out-of-distribution detector; ``infer`` takes
     preprocessed batches."""
 
-    stored = bentoml.models.BentoModel(SERVE.model_tag)
+    stored = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
+        limit_threads(SERVE.model_threads)  # before the model's first operation
         self.packaged = load_model(str(self.stored.tag))
         self.detector = self.packaged.detector  # None: packaged before the OOD check
         layers = self.detector.layers if self.detector else ()
@@ -92,12 +104,14 @@ class ModelRunner:
 @bentoml.service(
     name="cxr-classifier",
     traffic={"timeout": 60},
+    workers=SERVE.front_workers,
     http={"host": default_host(SERVE.api_token)},  # --host / BENTOML_HOST win
 )
 class XRayClassifier:
-    """POST /predict with one PNG or JPEG chest X-ray; every answer is logged."""
+    """POST /predict with one PNG, JPEG or DICOM (CR/DX) chest X-ray; POST /explain for a
+    heat map of what drove the score. Every /predict answer is logged."""
 
-    stored = bentoml.models.BentoModel(SERVE.model_tag)
+    stored = bentoml.models.BentoModel(MODEL_TAG)
     runner = bentoml.depends(ModelRunner)
 
     def __init__(self) -> None:

@@ -9,12 +9,14 @@
 2. **Served**: ``bentoml serve`` on loopback, driven by an asynchronous client (one
    process, so the load generator takes little of the CPU it shares with the server):
    1 client, then N clients with adaptive batching on, then N with it off.
+3. **Scale**: the service started again with 2 HTTP front workers
+   (``CXR_SERVE__FRONT_WORKERS=2``; one model runner), N clients, batching on.
 
 Prints every figure and the ratios: served / raw rate at N clients, batching on / off,
-p50 at 1 client / raw batch-1 latency. Exits 1 when a request failed or an answered
-request is missing from the prediction log. Without ``--model`` it packages the pinned
-benchmark model: a ResNet50-LSTM at 64 px with random weights (speed does not depend on
-the weights) under the name ``cxr-bench``.
+p50 at 1 client / raw batch-1 latency, 2 front workers / 1 at N clients. Exits 1 when a
+request failed or an answered request is missing from the prediction log. Without
+``--model`` it packages the pinned benchmark model: a ResNet50-LSTM at 64 px with random
+weights (speed does not depend on the weights) under the name ``cxr-bench``.
 """
 
 from __future__ import annotations
@@ -115,8 +117,15 @@ async def _drive(url: str, images: list[bytes], clients: int, seconds: float) ->
     }
 
 
-def served(tag: str, images: list[bytes], batching: bool, runs: list[tuple[int, float]]) -> list:
-    """Start the service once and drive it with each (clients, seconds) in turn."""
+def served(
+    tag: str,
+    images: list[bytes],
+    batching: bool,
+    runs: list[tuple[int, float]],
+    front_workers: int = 1,
+) -> list:
+    """Start the service once (``front_workers`` HTTP processes, one model runner) and
+    drive it with each (clients, seconds) in turn."""
     results = []
     with tempfile.TemporaryDirectory() as folder:
         log_url = f"sqlite:///{folder}/predictions.db"
@@ -124,6 +133,7 @@ def served(tag: str, images: list[bytes], batching: bool, runs: list[tuple[int, 
             "CXR_SERVE__MODEL_TAG": tag,
             "CXR_SERVE__BATCHING": str(batching).lower(),
             "CXR_SERVE__PREDICTION_LOG_URL": log_url,
+            "CXR_SERVE__FRONT_WORKERS": str(front_workers),
         }
         server = start_server(env)
         try:
@@ -134,7 +144,7 @@ def served(tag: str, images: list[bytes], batching: bool, runs: list[tuple[int, 
                 before = count_rows(engine)["predictions"]
                 result = asyncio.run(_drive(server.url, images, clients, seconds))
                 result["logged_rows"] = count_rows(engine)["predictions"] - before
-                result["batching"] = batching
+                result["batching"], result["front_workers"] = batching, front_workers
                 typer.echo(json.dumps(result))
                 results.append(result)
         finally:
@@ -163,14 +173,16 @@ def main(
     typer.echo(f"raw {tag}: {json.dumps(raw)}")
     one, many_on = served(tag, payloads, True, [(1, seconds), (clients, seconds)])
     (many_off,) = served(tag, payloads, False, [(clients, seconds)])
+    (two_fronts,) = served(tag, payloads, True, [(clients, seconds)], front_workers=2)
     rate = raw["batch32_img_s"]
     ratios = {
         f"served_{clients}_clients / raw_batch32": round(many_on["requests_per_s"] / rate, 3),
         "batching_on / off": round(many_on["requests_per_s"] / many_off["requests_per_s"], 2),
         "p50_1_client / raw_batch1": round(one["p50_ms"] / raw["batch1_ms"], 2),
+        "front_workers_2 / 1": round(two_fronts["requests_per_s"] / many_on["requests_per_s"], 2),
     }
     typer.echo(f"ratios: {json.dumps(ratios)}")
-    for result in (one, many_on, many_off):
+    for result in (one, many_on, many_off, two_fronts):
         if result["errors"] or result["logged_rows"] != result["answered"]:
             typer.echo(f"FAIL: errors or unlogged answers in {result}", err=True)
             raise typer.Exit(1)

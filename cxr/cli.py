@@ -1,5 +1,5 @@
-"""The ``cxr`` command line: demo-data, holdout, train, evaluate, explain, serve, monitor,
-deploy."""
+"""The ``cxr`` command line: demo-data, holdout, train, evaluate, explain, serve, promote,
+rollback, models, monitor, deploy."""
 
 from __future__ import annotations
 
@@ -272,7 +272,8 @@ def explain(
 @app.command()
 def serve(
     model: Annotated[
-        str | None, typer.Option(help="model tag (default: CXR_SERVE__MODEL_TAG or latest)")
+        str | None,
+        typer.Option(help="model tag (default: CXR_SERVE__MODEL_TAG or cxr-classifier:production)"),
     ] = None,
     host: Annotated[
         str | None,
@@ -303,15 +304,68 @@ def serve(
             env[f"CXR_SERVE__{key}"] = str(value).lower() if isinstance(value, bool) else value
     try:
         settings = load_settings(environ=env).serve
-        get_stored(settings.model_tag)
+        served = str(get_stored(settings.model_tag).tag)  # name:production resolved now
     except PipelineError as error:
         _fail(error)
+    env["CXR_SERVE__MODEL_TAG"] = served  # the service serves what is printed here
     command = [sys.executable, "-m", "bentoml", "serve", "service:XRayClassifier"]
     command += ["--port", str(port)] + ([] if host is None else ["--host", host])
     bound = host or env.get("BENTOML_HOST") or default_host(settings.api_token)
     access = "open: no CXR_SERVE__API_TOKEN" if settings.api_token is None else "token required"
-    typer.echo(f"serving {settings.model_tag} on http://{bound}:{port} ({access}; docs at /docs)")
+    asked = "" if served == settings.model_tag else f" ({settings.model_tag})"
+    typer.echo(f"serving {served}{asked} on http://{bound}:{port} ({access}; docs at /docs)")
     raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
+
+
+@app.command()
+def promote(
+    tag: Annotated[str, typer.Argument(help="model to put in production, e.g. cxr-classifier:v3")],
+    reason: Annotated[str, typer.Option(help="why, for the record")] = "promoted by hand",
+) -> None:
+    """Make a packaged model the production model (what `cxr serve` serves by default
+    from its next start); recorded with its data fingerprint, code version and metrics."""
+    from cxr.train.promotion import promote as promote_tag
+
+    try:
+        entry = promote_tag(tag, "cxr promote", reason)
+    except PipelineError as error:
+        _fail(error)
+    typer.echo(json.dumps(entry, indent=2))
+    typer.echo("restart `cxr serve` / `bentoml serve` for a running service to serve it", err=True)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Option(help="model name")] = "cxr-classifier",
+    reason: Annotated[str, typer.Option(help="why, for the record")] = "rolled back by hand",
+) -> None:
+    """Put the previous production model back in production."""
+    from cxr.train.promotion import rollback as roll_back
+
+    try:
+        entry = roll_back(name, "cxr rollback", reason)
+    except PipelineError as error:
+        _fail(error)
+    typer.echo(json.dumps(entry, indent=2))
+    typer.echo("restart `cxr serve` / `bentoml serve` for a running service to serve it", err=True)
+
+
+@app.command()
+def models(
+    name: Annotated[str, typer.Option(help="model name")] = "cxr-classifier",
+) -> None:
+    """The production model and the promotion record (JSON)."""
+    from cxr.core.production import production_tag, read_record, record_path
+
+    try:
+        found = {
+            "production": production_tag(name),
+            "record": str(record_path(name)),
+            "promotions": read_record(name),
+        }
+    except PipelineError as error:
+        _fail(error)
+    typer.echo(json.dumps(found, indent=2))
 
 
 @app.command()
@@ -320,19 +374,28 @@ def monitor(
     min_predictions: Annotated[int | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option(help="default: CXR_SERVE__MODEL_TAG")] = None,
     log_url: Annotated[str | None, typer.Option(help="prediction log SQLAlchemy URL")] = None,
-    webhook_url: Annotated[str | None, typer.Option(help="alert receiver")] = None,
+    alert_block: Annotated[
+        str | None, typer.Option(help="saved notification block (see `cxr alert-block`)")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="one-off alert receiver URL, for a terminal run")
+    ] = None,
     trigger_retraining: Annotated[bool | None, typer.Option()] = None,
 ) -> None:
     """Run the monitoring flow once (exit codes: see ``cxr --help``)."""
+    import os
+
     from flows.monitoring import monitoring_flow
 
+    if webhook_url:  # a setting, not a flow parameter: parameters are stored by Prefect
+        os.environ["CXR_MONITOR__WEBHOOK_URL"] = webhook_url
     try:
         result = monitoring_flow(
             window_minutes=window_minutes,
             min_predictions=min_predictions,
             model_tag=model,
             log_url=log_url,
-            webhook_url=webhook_url,
+            alert_block=alert_block,
             trigger_retraining=trigger_retraining,
         )
     except PipelineError as error:
@@ -349,7 +412,9 @@ def deploy(
     profile: Annotated[
         str | None, typer.Option(help="retraining profile (default: paper, demo without data)")
     ] = None,
-    webhook_url: Annotated[str | None, typer.Option(help="drift alert receiver")] = None,
+    alert_block: Annotated[
+        str | None, typer.Option(help="notification block of the drift alerts (its name)")
+    ] = None,
     pool: Annotated[str, typer.Option(help="process work pool")] = "cxr-local",
 ) -> None:
     """Register the retraining and monitoring deployments (deploy/prefect.yaml) with the
@@ -367,7 +432,7 @@ def deploy(
     prefect = [sys.executable, "-m", "prefect"]
     params = {
         "scheduled-retraining": {"data_dir": str(data_dir.resolve()), "profile": profile},
-        "drift-monitoring": {"webhook_url": webhook_url} if webhook_url else {},
+        "drift-monitoring": {"alert_block": alert_block} if alert_block else {},
     }
     commands = [[*prefect, "work-pool", "create", "--type", "process", pool, "--overwrite"]]
     for name, values in params.items():
@@ -382,6 +447,30 @@ def deploy(
             _fail(PipelineError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"))
     typer.echo(f"registered {', '.join(params)} on work pool {pool}; start a worker with:")
     typer.echo(f"  prefect worker start --pool {pool}")
+
+
+alert_block_app = typer.Typer(help="Prefect notification blocks for the drift alerts.")
+app.add_typer(alert_block_app, name="alert-block")
+
+
+@alert_block_app.command("create")
+def alert_block_create(
+    name: Annotated[str, typer.Argument(help="block name, for --alert-block")],
+    url: Annotated[
+        str, typer.Option(help="webhook receiving the JSON alerts", prompt=True, hide_input=True)
+    ],
+    overwrite: Annotated[bool, typer.Option(help="replace a block of this name")] = False,
+) -> None:
+    """Save a Custom Webhook notification block on the Prefect server in PREFECT_API_URL;
+    the URL is kept in the block's secrets. Slack, Teams and e-mail blocks can be made in
+    the Prefect UI instead and passed as ``--alert-block slack-webhook/NAME``."""
+    from cxr.monitor.alerts import webhook_block
+
+    try:
+        webhook_block(url, name).save(name, overwrite=overwrite)
+    except ValueError as error:
+        _fail(ConfigError(f"could not save block {name!r}: {error} (use --overwrite?)"))
+    typer.echo(f"saved notification block custom-webhook/{name}; use --alert-block {name}")
 
 
 def main() -> None:

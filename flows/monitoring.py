@@ -1,5 +1,6 @@
-"""The monitoring flow: prediction log window vs the packaged model's reference;
-on drift a Prefect event, a webhook alert and optionally a retraining run."""
+"""The monitoring flow: prediction log window vs the packaged model's reference; one
+alert per drift episode (a reminder per cool-down, one "recovered") through a Prefect
+notification block, a Prefect event and optionally a retraining run when drift starts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from prefect import flow
 
 from cxr.core.config import load_settings
 from cxr.core.runs import Run
-from tasks.monitor import drift_alert, drift_check
+from tasks.monitor import (
+    alert_receiver_configured,
+    decide_alert,
+    drift_check,
+    drift_event,
+    message_body,
+    retried_send_alert,
+    store_episode,
+)
 
 
 @flow(name="cxr-monitoring", log_prints=True)
@@ -19,18 +28,19 @@ def monitoring_flow(
     min_predictions: int | None = None,
     model_tag: str | None = None,
     log_url: str | None = None,
-    webhook_url: str | None = None,
+    alert_block: str | None = None,
     trigger_retraining: bool | None = None,
     config_file: str | None = None,
 ) -> dict[str, Any]:
     """Check the last ``window_minutes`` of served predictions for drift (unset
-    parameters come from the configuration)."""
+    parameters come from the configuration; a one-off webhook URL comes from the
+    ``CXR_MONITOR__WEBHOOK_URL`` setting, never from a parameter)."""
     overrides = {
         "monitor.window_minutes": window_minutes,
         "monitor.min_predictions": min_predictions,
         "serve.model_tag": model_tag,
         "serve.prediction_log_url": log_url,
-        "monitor.webhook_url": webhook_url,
+        "monitor.alert_block": alert_block,
         "monitor.trigger_retraining": trigger_retraining,
     }
     settings = load_settings(
@@ -39,5 +49,12 @@ def monitoring_flow(
     )
     run = Run.create(settings.monitor.reports_dir)
     tag, summary = drift_check(settings, run)
-    alert = drift_alert(tag, summary, settings) if summary.status == "drift" else None
+    kind, previous, episode = decide_alert(tag, summary, settings)
+    alert: dict[str, Any] | None = None
+    if kind is not None:
+        alert = drift_event(tag, kind, summary, settings) if kind != "reminder" else {"kind": kind}
+        if alert_receiver_configured(settings):
+            body = message_body(tag, kind, summary, previous)
+            alert["sent_to"] = retried_send_alert(settings)(body, settings)
+    store_episode(tag, episode)
     return {"run_dir": str(run.dir), "model_tag": tag, "alert": alert, **summary.to_dict()}

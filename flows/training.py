@@ -1,6 +1,6 @@
 """The training flow: ingestion -> validation -> preprocessing -> training ->
-evaluation (and the out-of-distribution check) -> gate -> packaging. This file only
-wires the stages together."""
+evaluation (and the out-of-distribution check) -> gate -> packaging -> promotion. This
+file only wires the stages together."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tasks.ingest import ingest_images
 from tasks.ood import fit_ood, report_ood
 from tasks.package import package_model
 from tasks.preprocess import preprocess_images
+from tasks.promote import promote_model
 from tasks.report import report
 from tasks.train import train
 from tasks.validate import validate
@@ -84,4 +85,6 @@ def _stages(data_dir: Path, settings: Settings, run: Run, commit: str) -> dict[s
     explain(trained[settings.gate.model], arrays["test"], results, settings, run)
     gate(results, settings, run)
     tags = package_model(trained[settings.gate.model], images, results, run_info, settings, run)
-    return {"run_id": run.run_id, "run_dir": str(run.dir), **tags}
+    promotion = promote_model(tags, images, settings, run)  # champion / challenger
+    promoted = promotion["promoted"]
+    return {"run_id": run.run_id, "run_dir": str(run.dir), **tags, "promoted": promoted}

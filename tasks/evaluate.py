@@ -8,10 +8,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from cxr.core.calibration import calibrate
 from cxr.core.config import Settings
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
-from cxr.train.evaluation import evaluate_model, summarize_model
+from cxr.train.evaluation import evaluate_model, predict_probabilities, summarize_model
 from cxr.train.reporting import plot_confusion, plot_reliability
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_image
@@ -41,6 +42,15 @@ def evaluate(
             "raw_covid_probability": result.raw_probabilities,
         }
     ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
+    val_raw = predict_probabilities(trained.model, val.x)  # for the monitoring reference
+    pd.DataFrame(
+        {
+            "path": val.paths,
+            "label_index": val.y.astype(int),
+            "covid_probability": calibrate(val_raw, calibration["temperature"]),
+            "raw_covid_probability": val_raw,
+        }
+    ).to_csv(run.path("predictions", f"{name}_val.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
     png = plot_reliability(

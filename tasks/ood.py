@@ -20,20 +20,23 @@ from tasks.artifacts import publish_markdown
 def fit_ood(
     trained: TrainedModel, arrays: dict[str, Arrays], result: dict, settings: Settings, run: Run
 ) -> dict:
-    """Fit the detector, save it as ``ood/<model>/ood.npz`` and the test split's scores as
-    ``predictions/<model>_test_ood.csv``; return ``result`` with its ``ood`` summary."""
+    """Fit the detector, save it as ``ood/<model>/ood.npz`` and the validation and test
+    splits' scores as ``predictions/<model>_{val,test}_ood.csv``; return ``result`` with
+    its ``ood`` summary."""
     model, keep = trained.model, settings.ood.keep_share
     detector = fit_detector(model, arrays["train"].x, arrays["val"].x, keep)
     detector.save(run.path("ood", trained.name, DETECTOR_FILE))
-    val_kept = float(detector.in_distribution(ood_scores(model, detector, arrays["val"].x)).mean())
-    test_scores = ood_scores(model, detector, arrays["test"].x)
-    pd.DataFrame(
-        {
-            "path": arrays["test"].paths,
-            "ood_score": test_scores,
-            "in_distribution": detector.in_distribution(test_scores),
-        }
-    ).to_csv(run.path("predictions", f"{trained.name}_test_ood.csv"), index=False)
+    scores = {split: ood_scores(model, detector, arrays[split].x) for split in ("val", "test")}
+    for split, split_scores in scores.items():  # beside <model>_<split>.csv: the reference's
+        pd.DataFrame(
+            {
+                "path": arrays[split].paths,
+                "ood_score": split_scores,
+                "in_distribution": detector.in_distribution(split_scores),
+            }
+        ).to_csv(run.path("predictions", f"{trained.name}_{split}_ood.csv"), index=False)
+    val_kept = float(detector.in_distribution(scores["val"]).mean())
+    test_scores = scores["test"]
     summary = {**detector.summary(), "val_kept_share": val_kept}
     summary["test"] = refusal_summary(detector, test_scores)
     get_run_logger().info(

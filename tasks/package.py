@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from cxr.core.config import Settings
 from cxr.core.ood import DETECTOR_FILE
 from cxr.core.runs import Run
-from cxr.monitor.reference import REFERENCE_FILE, build_reference
+from cxr.monitor.reference import REFERENCE_FILE, build_reference, split_predictions
 from cxr.train.packaging import package
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_markdown
@@ -32,12 +32,9 @@ def package_model(
     settings = settings.model_copy(
         update={"decision": settings.decision.model_copy(update={"cutoff": cutoff})}
     )
-    test_predictions = pd.read_csv(run.path("predictions", f"{trained.name}_test.csv"))
-    ood_file = run.path("predictions", f"{trained.name}_test_ood.csv")
-    if ood_file.exists():  # the detector's test scores: a monitored column
-        test_predictions = test_predictions.merge(pd.read_csv(ood_file), on="path", how="left")
+    predictions = split_predictions(run.path("predictions"), trained.name)  # test (+ val)
     reference = build_reference(
-        images, test_predictions, settings.data.classes, settings.decision.cutoff
+        images, predictions, settings.data.classes, settings.decision.cutoff
     )
     reference_file = run.path(REFERENCE_FILE)
     reference.to_csv(reference_file, index=False)

@@ -30,6 +30,11 @@ RENAMED = {  # old dotted name -> new one; a config that uses an old name gets t
     "gate.threshold": "gate.min_score",
     "gate.decision_threshold": "decision.cutoff",
     "gate.calibrate_threshold": "decision.cutoff_from_validation",
+    # one Holm-corrected family of per-column tests replaced the per-column threshold,
+    # the "half of the columns" rule and the predictions' own threshold
+    "monitor.column_p_value": "monitor.family_p_value",
+    "monitor.drift_share": "monitor.family_p_value",
+    "monitor.prediction_p_value": "monitor.family_p_value",
 }
 REMOVED = {  # options measured to give no gain on this task (research/NOTES.md)
     "preprocess.equalize", "model.backbone_trainable_from", "train.optimizer",
@@ -197,12 +202,28 @@ class PackagingConfig(_Section):
 
     model_name: str = "cxr-classifier"
     build_bento: bool = True
+    comparison_dir: Path | None = Field(
+        default=None,
+        description="images no run trains on (e.g. the unseen/ folder of `cxr holdout`): a "
+        "packaged model and the production model are both scored on them; unset: a model "
+        "that passed the gate is promoted without a comparison",
+    )
+    promotion_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="a challenger is promoted unless its accuracy on the comparison set is "
+        "more than this below the production model's",
+    )
 
 
 class ServeConfig(_Section):
     """The BentoML service: input limits, batching, the prediction log, access."""
 
-    model_tag: str = "cxr-classifier:latest"
+    model_tag: str = Field(
+        default="cxr-classifier:production",
+        description="name:production (the promoted model), name:latest or name:version",
+    )
     max_upload_bytes: int = 20_000_000
     min_image_side: int = 64
     max_image_pixels: int = 50_000_000
@@ -212,6 +233,21 @@ class ServeConfig(_Section):
         default=20_000, description="adaptive batching sheds (503) requests that wait longer"
     )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
+    front_workers: int = Field(
+        default=1, ge=1, description="HTTP front processes (XRayClassifier): decoding, logging"
+    )
+    model_workers: int = Field(
+        default=1, ge=1, description="model runner processes (ModelRunner), one model each"
+    )
+    model_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="TensorFlow intra-op threads per model runner process (inter-op: 1); "
+        "unset: TensorFlow's default, every core",
+    )
+    model_gpus: int = Field(
+        default=0, ge=0, description="GPUs given to the model runner (CUDA_VISIBLE_DEVICES)"
+    )
     api_token: SecretStr | None = Field(
         default=None,
         exclude=True,  # a secret: never in config.json, model metadata or any other dump
@@ -244,12 +280,24 @@ class MonitorConfig(_Section):
         "dark_fraction", "ood_score",
     ]  # fmt: skip
     categorical_columns: list[str] = ["label"]
-    column_p_value: float = Field(default=0.05, description="per-column test threshold")
-    drift_share: float = Field(default=0.5, description="share of drifted columns = drift")
-    prediction_p_value: float = Field(
-        default=0.01, description="covid_probability alone below this p-value = drift"
+    family_p_value: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="family-wise level of the per-column tests, Holm-corrected: drift when "
+        "any column survives; bounds the false-alarm rate of in-distribution windows",
     )
-    webhook_url: str | None = None
+    webhook_url: SecretStr | None = Field(
+        default=None, description="one-off alert receiver of a terminal run (else alert_block)"
+    )
+    alert_block: str | None = Field(
+        default=None, description="saved Prefect notification block the alerts go through"
+    )
+    alert_cooldown_hours: float = Field(
+        default=6.0, ge=0, description="at most one reminder per this while drift lasts"
+    )
+    alert_retries: int = Field(default=3, ge=0, description="delivery retries after a failure")
+    alert_retry_delay_s: float = Field(default=30.0, ge=0, description="wait between retries")
     trigger_retraining: bool = False
     retraining_deployment: str = "cxr-training/scheduled-retraining"
     reports_dir: Path = Path("monitoring/reports")

@@ -28,9 +28,9 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.BAD_INPUT: "bad input: data folder, configuration, run id, model tag or option",
     ExitCode.DATA_INVALID: "the data failed validation; nothing was trained",
     ExitCode.GATE_REJECTED: "the gate rejected the model; nothing was packaged",
-    ExitCode.DRIFT: "monitoring found drift; the alert was sent",
+    ExitCode.DRIFT: "monitoring found drift (alerts: one per episode and cool-down)",
     ExitCode.NOT_ENOUGH_DATA: "monitoring had too few predictions in the window to decide",
-    ExitCode.ALERT_FAILED: "monitoring found drift but the webhook refused the alert",
+    ExitCode.ALERT_FAILED: "monitoring could not deliver an alert, even after its retries",
 }
 
 MONITOR_STATUS_EXIT: dict[str, ExitCode] = {

@@ -24,20 +24,47 @@ if TYPE_CHECKING:
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
-def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
-    """A two-output model over ``model``'s own layers: (P(COVID), features), the features
-    being the inputs of ``layers``, averaged over space (feature maps) or steps
-    (sequences), cast to float32 and concatenated."""
+def _pooled(tensor: keras.KerasTensor) -> keras.KerasTensor:
+    """Average a feature map over space (or a sequence over steps); float32."""
     import keras
 
-    taps = []
-    for name in layers:
-        tensor = model.get_layer(name).input
-        if len(tensor.shape) > 2:
-            tensor = keras.ops.mean(tensor, axis=tuple(range(1, len(tensor.shape) - 1)))
-        taps.append(keras.ops.cast(tensor, "float32"))
+    if len(tensor.shape) > 2:
+        tensor = keras.ops.mean(tensor, axis=tuple(range(1, len(tensor.shape) - 1)))
+    return keras.ops.cast(tensor, "float32")
+
+
+def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
+    """A two-output model over ``model``'s own layers: (P(COVID), features). A name
+    ``"<nested>/<layer>"`` taps the output of a layer inside a nested model (the ResNet50
+    backbone's stages); any other name taps the input of that layer of ``model``. Taps
+    are averaged over space or steps, cast to float32 and concatenated. With nested taps,
+    the chain of ``model``'s layers (the three networks are chains) is called again with
+    the nested model exposing its inner outputs: same layers, same weights."""
+    import keras
+
+    nested = [name.split("/", 1) for name in layers if "/" in name]
+    if not nested:
+        taps = [_pooled(model.get_layer(name).input) for name in layers]
+        features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=-1)
+        return keras.Model(
+            model.inputs, [model.outputs[0], features], name=f"{model.name}_features"
+        )
+    found: dict[str, keras.KerasTensor] = {}
+    inputs = x = keras.Input(model.inputs[0].shape[1:], name="image")
+    for layer in model.layers[1:]:
+        inner = [part for outer, part in nested if outer == layer.name]
+        found[layer.name] = x  # the input of each layer of the chain
+        if inner:
+            exposed = keras.Model(
+                layer.inputs, [layer.outputs[0], *[layer.get_layer(n).output for n in inner]]
+            )
+            x, *maps = exposed(x)
+            found.update({f"{layer.name}/{n}": m for n, m in zip(inner, maps, strict=True)})
+        else:
+            x = layer(x)
+    taps = [_pooled(found[name]) for name in layers]
     features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=-1)
-    return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_features")
+    return keras.Model(inputs, [x, features], name=f"{model.name}_features")
 
 
 class Predictor:

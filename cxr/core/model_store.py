@@ -17,6 +17,7 @@ import bentoml
 from cxr.core.calibration import NO_TEMPERATURE
 from cxr.core.errors import DataInputError
 from cxr.core.ood import DETECTOR_FILE, OODDetector, load_detector
+from cxr.core.production import resolve_tag
 
 if TYPE_CHECKING:
     import keras
@@ -70,9 +71,10 @@ def save_model(
 
 
 def get_stored(tag: str) -> bentoml.Model:
-    """The stored model entry for a tag, or a clear error."""
+    """The stored model entry for a tag (``name:production``: see
+    :mod:`cxr.core.production`), or a clear error."""
     try:
-        return bentoml.models.get(tag)
+        return bentoml.models.get(resolve_tag(tag))
     except bentoml.exceptions.NotFound as error:
         raise DataInputError(f"model {tag!r} not found in the BentoML store") from error
 

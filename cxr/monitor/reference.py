@@ -1,7 +1,9 @@
-"""The monitoring reference: the gated model's test split, with the same per-image
-statistics and the same columns as the prediction log, stored beside the model."""
+"""The monitoring reference: the gated model's test (and validation) split, with the same
+per-image statistics and the same columns as the prediction log, stored beside the model."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +14,25 @@ from cxr.core.ood import OUT_OF_DISTRIBUTION
 REFERENCE_FILE = "reference.csv"
 IMAGE_COLUMNS = ["width", "height", "mode", "bytes", *STAT_COLUMNS]
 OOD_COLUMNS = ["in_distribution", "ood_score"]  # only for models with an OOD detector
+
+
+def split_predictions(predictions_dir: Path, model: str) -> pd.DataFrame:
+    """The reference's rows: the model's test predictions and, where the run wrote them
+    with the same columns, its validation predictions (a reference twice as large), each
+    with its OOD scores and flags when the run has them (``<model>_<split>_ood.csv``)."""
+    frames = []
+    for split in ("test", "val"):
+        file = Path(predictions_dir) / f"{model}_{split}.csv"
+        if split == "val" and not file.exists():  # a run from before validation was saved
+            continue
+        frame = pd.read_csv(file)
+        ood = Path(predictions_dir) / f"{model}_{split}_ood.csv"
+        if ood.exists():
+            frame = frame.merge(pd.read_csv(ood), on="path", how="left")
+        if frames and set(frame.columns) != set(frames[0].columns):
+            continue  # validation rows without the test rows' OOD verdicts: not comparable
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def build_reference(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,22 +31,18 @@ def test_score_is_the_mahalanobis_distance_under_the_ledoit_wolf_covariance(
     assert detector.layers == ["covid_probability"]
     features = lstm_model.predict(train, verbose=0)  # checks the feature model below
     direct_features = np.asarray(
-        __import__("keras").Model(lstm_model.inputs, lstm_model.get_layer("dropout").output)(
-            train, training=False
-        )
+        keras.Model(lstm_model.inputs, lstm_model.get_layer("dropout").output)(train)
     )
     fitted = LedoitWolf().fit(direct_features)
-    centred = val_features = None
     probe = direct_features[:5]
     centred = probe - fitted.location_
-    expected = np.sqrt(
-        np.einsum("nd,de,ne->n", centred, np.linalg.inv(fitted.covariance_), centred)
-    )
+    inverse = np.linalg.inv(fitted.covariance_)
+    expected = np.sqrt(np.einsum("nd,de,ne->n", centred, inverse, centred))
     np.testing.assert_allclose(detector.score(probe), expected, rtol=1e-4)
     # the compiled two-output path gives the single-output model's probabilities
-    probabilities, val_features = Predictor(lstm_model, 8, detector.layers).outputs(train)
+    probabilities, train_features = Predictor(lstm_model, 8, detector.layers).outputs(train)
     np.testing.assert_allclose(probabilities, features.reshape(-1), atol=1e-6)
-    np.testing.assert_allclose(val_features, direct_features, atol=1e-5)
+    np.testing.assert_allclose(train_features, direct_features, atol=1e-5)
     # saved and loaded, it scores the same (precision stored in float32)
     loaded = load_detector(detector.save(tmp_path / "ood.npz"))
     assert loaded.layers == detector.layers and loaded.threshold == detector.threshold
@@ -73,11 +70,18 @@ def test_threshold_keeps_the_configured_share_of_validation(lstm_model) -> None:
 def test_feature_taps_of_the_three_networks() -> None:
     config = load_settings("demo", environ={}).model
     hybrid = build_network("resnet50_lstm", 32, config)
-    assert default_layers(hybrid) == ["to_sequence", "covid_probability"]
-    assert default_layers(build_network("resnet50", 32, config)) == ["covid_probability"]
-    x = np.zeros((3, 32, 32, 3), np.float32)
+    assert default_layers(hybrid) == ["resnet50/conv2_block3_out"]
+    assert default_layers(build_network("resnet50", 32, config)) == default_layers(hybrid)
+    x = np.random.default_rng(3).random((3, 32, 32, 3), np.float32)
     probabilities, features = Predictor(hybrid, 4, default_layers(hybrid)).outputs(x)
-    assert probabilities.shape == (3,) and features.shape == (3, 2048 + 8)
+    assert features.shape == (3, 256)  # the second stage's 256 channels, averaged
+    # the replayed chain is the model: same probabilities, and the tap is the stage's map
+    np.testing.assert_allclose(probabilities, Predictor(hybrid, 4)(x), atol=1e-6)
+    backbone = hybrid.get_layer("resnet50")
+    stage = keras.Model(backbone.inputs, backbone.get_layer("conv2_block3_out").output)
+    np.testing.assert_allclose(features, np.asarray(stage(x)).mean(axis=(1, 2)), atol=1e-5)
+    both = Predictor(hybrid, 4, ["resnet50/conv2_block3_out", "covid_probability"]).outputs(x)[1]
+    assert both.shape == (3, 256 + 8)
     scores, flags = verdicts(None, None, 3)
     assert np.isnan(scores).all() and np.isnan(flags).all()
 

@@ -31,7 +31,11 @@ pytestmark = pytest.mark.slow
 # random-init ResNet50 follow the floating-point order, so two runs part after one step
 # (the second step's loss differed by 3-60% at learning rates 1e-5 to 1e-3).
 SCRIPT = """
-import json, sys
+import json, os, sys
+if os.environ.get("SPLIT_TF_CPU"):  # TensorFlow: the CPU as two logical devices
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pathlib import Path
 import numpy as np
 from cxr.core.config import load_settings
@@ -58,13 +62,17 @@ out.joinpath("result.json").write_text(json.dumps(
 """
 
 
-def _train(name: str, devices: int, out: Path, n_train: int, n_val: int, epochs: int) -> dict:
+def _train(
+    name: str, devices: int, out: Path, n_train: int, n_val: int, epochs: int, backend: str = "jax"
+) -> dict:
     env = {
         **os.environ,
-        "KERAS_BACKEND": "jax",
+        "KERAS_BACKEND": backend,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "JAX_PLATFORMS": "cpu",
     }
+    if backend == "tensorflow" and devices == 2:
+        env["SPLIT_TF_CPU"] = "1"
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, name, str(out), str(n_train), str(n_val), str(epochs)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
@@ -95,6 +103,8 @@ def test_two_devices_give_the_losses_of_one(tmp_path: Path) -> None:
 
 
 def test_resnet50_batch_norm_sees_the_global_batch(tmp_path: Path) -> None:
+    """With per-device batch statistics (TensorFlow's MirroredStrategy) this loss was 41%
+    away from the one-device loss."""
     one = _train("resnet50", 1, tmp_path / "one", n_train=4, n_val=4, epochs=1)
     two = _train("resnet50", 2, tmp_path / "two", n_train=4, n_val=4, epochs=1)
     assert two["devices"]["per_device_batch"] == 2
@@ -105,6 +115,21 @@ def test_odd_splits_lose_at_most_one_image_per_device(tmp_path: Path) -> None:
     two = _train("lstm", 2, tmp_path / "two", n_train=13, n_val=5, epochs=1)
     assert two["devices"]["images_left_out"] == {"train": 1, "val": 1}
     assert len(two["predictions"]) == 5  # evaluation sees every image
+
+
+def test_tensorflow_trains_on_two_devices_with_mirrored_strategy(tmp_path: Path) -> None:
+    """Keras 3's distribution API is JAX-only; on TensorFlow it is MirroredStrategy. Each
+    device draws its own dropout masks there, so the runs part slowly (the lstm's
+    second-epoch loss was 1.8% apart); the first epoch's loss matches."""
+    kwargs = {"n_train": 12, "n_val": 4, "epochs": 2, "backend": "tensorflow"}
+    one = _train("lstm", 1, tmp_path / "one", **kwargs)
+    two = _train("lstm", 2, tmp_path / "two", **kwargs)
+    assert one["devices"]["mechanism"] == "single_device"
+    assert two["devices"]["mechanism"] == "tf.distribute.MirroredStrategy"
+    assert two["devices"]["devices"] == ["cpu:0", "cpu:1"]
+    assert two["devices"]["per_device_batch"] == 2
+    assert two["history"]["loss"][0] == pytest.approx(one["history"]["loss"][0], rel=2e-3)
+    assert len(two["predictions"]) == 4 and all(0 <= p <= 1 for p in two["predictions"])
 
 
 def test_the_global_batch_must_split_evenly() -> None:

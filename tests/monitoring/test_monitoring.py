@@ -1,82 +1,22 @@
 """Monitoring end to end: a real Prefect server process, the real service, a webhook
-receiver on loopback; held-out radiographs raise no alert, Tuberculosis images do."""
+receiver on loopback; held-out radiographs raise no alert, Tuberculosis images do.
+Fixtures (the Prefect server, the receivers) are in this folder's conftest.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cxr.serve.server_process import free_port, start_server
-from tests.conftest import TUBERCULOSIS, last_json, real_images, run_cli
+from cxr.serve.server_process import start_server
+from tests.conftest import REPO, TUBERCULOSIS, last_json, real_images, run_cli
+from tests.monitoring.conftest import forget_episode
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """``prefect server start`` on a free loopback port with its own database."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
-    }
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port)],
-        env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("the Prefect server did not start")
-    yield url
-    os.killpg(server.pid, signal.SIGINT)
-    server.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    """A webhook receiver on loopback that records every JSON body it is sent."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            length = int(self.headers["content-length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
 
 
 def _serve_and_send(packaged_model: str, log_url: str, images: list[Path]) -> None:
@@ -105,9 +45,9 @@ def _drift_events(api_url: str, since: datetime) -> list:
 
 @pytest.mark.real_data
 def test_held_out_images_pass_and_tuberculosis_raises_an_alert(
-    prefect_api, receiver, packaged_model, tmp_path, monkeypatch
+    prefect_api, make_receiver, packaged_model, tmp_path, monkeypatch
 ) -> None:
-    hook, received = receiver
+    hook, received = make_receiver(200)
     started = datetime.now(UTC)
     held_out = real_images("COVID", 20, offset=600) + real_images("Normal", 20, offset=600)
     tuberculosis = sorted(TUBERCULOSIS.glob("*.png"))[:40]
@@ -160,11 +100,17 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    secret_url = "http://127.0.0.1:9/secret-hook-token"
+    created = run_cli(
+        "alert-block", "create", "team-alerts", "--url", secret_url, api_url=prefect_api
+    )
+    assert created.returncode == 0, created.stderr[-3000:]
     result = run_cli(
-        "deploy", "--data-dir", str(tmp_path), "--webhook-url", "http://127.0.0.1:9/x",
+        "deploy", "--data-dir", str(tmp_path), "--alert-block", "team-alerts",
         api_url=prefect_api,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "secret-hook-token" not in result.stdout + result.stderr
     with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
         found = {
             f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
@@ -175,7 +121,10 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     assert [s.schedule.cron for s in monitor.schedules] == ["*/15 * * * *"]
     assert retrain.parameters["data_dir"] == str(tmp_path.resolve())
     assert retrain.parameters["profile"] == "paper"
-    assert monitor.parameters["webhook_url"] == "http://127.0.0.1:9/x"
+    assert monitor.parameters["alert_block"] == "team-alerts"
+    assert "webhook_url" not in monitor.parameters
+    assert "secret-hook-token" not in retrain.model_dump_json() + monitor.model_dump_json()
+    assert "secret-hook-token" not in (REPO / "deploy" / "prefect.yaml").read_text()
     assert monitor.parameters["window_minutes"] == 60
 
 
@@ -186,6 +135,7 @@ def test_drift_can_schedule_a_retraining_run(prefect_api, packaged_model, tmp_pa
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     assert run_cli("deploy", "--data-dir", str(tmp_path), api_url=prefect_api).returncode == 0
+    forget_episode(prefect_api, packaged_model)  # retraining starts with an episode
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     _serve_and_send(packaged_model, log_url, sorted(TUBERCULOSIS.glob("*.png"))[40:80])
     result = run_cli(

@@ -44,11 +44,12 @@ def non_radiographs() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def ood_model(packaged_model: str, packaging_dataset: Path, tmp_path_factory) -> str:
-    """The packaged LSTM test model, packaged again with a detector fitted on its own
-    training images (threshold on 40 other real images) and a reference with OOD scores."""
+def ood_model(packaged_hybrid: str, packaging_dataset: Path, tmp_path_factory) -> str:
+    """The packaged ResNet50-LSTM test model (the gated architecture), packaged again
+    with a detector fitted on its own training images (threshold on 40 other real
+    images) and a reference with OOD scores."""
     folder = tmp_path_factory.mktemp("ood-model")
-    packaged = load_model(packaged_model)
+    packaged = load_model(packaged_hybrid)
     images = ingest(packaging_dataset, DataConfig(classes=CLASSES, samples_per_class=None), 0)
     train = load_arrays(images["path"].tolist(), images["label_index"].tolist(), 64)
     val_paths = real_images("COVID", 20, offset=600) + real_images("Normal", 20, offset=600)
@@ -62,7 +63,7 @@ def ood_model(packaged_model: str, packaging_dataset: Path, tmp_path_factory) ->
         in_distribution=detector.in_distribution(scores),
     )
     build_reference(images, predictions, CLASSES, 0.5).to_csv(folder / REFERENCE_FILE, index=False)
-    stored = get_stored(packaged_model)
+    stored = get_stored(packaged_hybrid)
     return save_model(
         "cxr-test-ood",
         Path(stored.path_of("model.keras")),
@@ -76,7 +77,11 @@ def ood_model(packaged_model: str, packaging_dataset: Path, tmp_path_factory) ->
 def ood_server(ood_model: str, tmp_path_factory):
     log_url = f"sqlite:///{tmp_path_factory.mktemp('ood-serve') / 'predictions.db'}"
     running = start_server(
-        {"CXR_SERVE__MODEL_TAG": ood_model, "CXR_SERVE__PREDICTION_LOG_URL": log_url}
+        {
+            "CXR_SERVE__MODEL_TAG": ood_model,
+            "CXR_SERVE__PREDICTION_LOG_URL": log_url,
+            "CXR_SERVE__MAX_BATCH_SIZE": "8",
+        }
     )
     client = httpx.Client(base_url=running.url, timeout=60)
     yield client, create_log_engine(log_url)
@@ -96,7 +101,7 @@ def test_non_radiographs_are_answered_out_of_distribution_and_logged(
     client, log = ood_server
     info = client.post("/info", json={}).json()
     threshold = info["ood_check"]["threshold"]
-    assert info["ood_check"]["keep_share"] == 0.975 and info["ood_check"]["feature_dim"] == 64
+    assert info["ood_check"]["keep_share"] == 0.975 and info["ood_check"]["feature_dim"] == 256
     real = real_images("COVID", 3, offset=100) + real_images("Normal", 3, offset=100)
     uploads = {path.name: path.read_bytes() for path in real} | non_radiographs()
     served = {name: _predict(client, data, name) for name, data in uploads.items()}

@@ -1,0 +1,81 @@
+"""The drift decision: Holm's correction over the per-column tests at a family-wise level,
+so one strong shift is drift on its own and one weak column among many is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr.core.config import MonitorConfig, load_settings
+from cxr.core.errors import ConfigError
+from cxr.monitor.drift import column_p_values, decide, holm
+
+COLUMNS = [
+    "covid_probability", "mean_intensity", "std_intensity", "entropy", "sharpness",
+    "dark_fraction", "ood_score", "label",
+]  # fmt: skip
+
+
+def _columns(**p_values: float | None) -> list[dict]:
+    return [{"column": c, "test": "t", "p_value": p_values.get(c, 0.5)} for c in COLUMNS]
+
+
+def test_holm_adjusts_known_p_values() -> None:
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, then max(0.06, 0.04*1) = 0.06
+    adjusted, rejected = holm([0.01, 0.04, 0.03, 0.005], 0.05)
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert rejected == [True, False, False, True]
+    adjusted, rejected = holm([0.2, None, 0.01], 0.05)  # an untested column is left out
+    assert adjusted == pytest.approx([0.2, None, 0.02]) and rejected == [False, False, True]
+    assert holm([0.9, 0.3], 0.05)[0] == pytest.approx([0.9, 0.6])  # monotone: max(0.6, 0.9)
+    assert holm([0.9, 0.8], 0.05)[0] == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_prediction_drift_alone_is_drift() -> None:
+    decision = decide(_columns(covid_probability=1e-4), MonitorConfig())
+    assert decision.status == "drift" and decision.drifted_columns == ["covid_probability"]
+    assert decision.reasons[0].startswith("predictions: covid_probability")
+
+
+def test_one_weak_column_among_many_is_not_drift() -> None:
+    decision = decide(_columns(entropy=0.02), MonitorConfig())  # below 0.05 uncorrected
+    assert decision.status == "no_drift" and decision.drifted_columns == []
+    entropy = next(c for c in decision.columns if c["column"] == "entropy")
+    assert entropy["adjusted_p_value"] == pytest.approx(0.16) and not entropy["drifted"]
+
+
+def test_the_issues_tuberculosis_window_is_drift() -> None:
+    # issue 15: 3 of 7 columns under 0.05 and "half of the columns" said no drift
+    columns = _columns(entropy=8e-6, label=0.02, covid_probability=0.047, ood_score=None)
+    decision = decide(columns, MonitorConfig())
+    assert decision.status == "drift" and decision.drifted_columns == ["entropy"]
+    assert decision.reasons == ["image statistics: entropy (p=8e-06, Holm 5.6e-05)"]
+
+
+def test_a_strong_shift_of_one_column_is_drift_and_the_same_population_is_not() -> None:
+    rng = np.random.default_rng(0)
+
+    def frame(n: int, ood_shift: float = 0.0) -> pd.DataFrame:
+        p = rng.beta(2, 5, n)
+        values = {c: rng.normal(0, 1, n) for c in COLUMNS[1:-1]}
+        values["ood_score"] = rng.gamma(4.0, 10.0, n) + ood_shift
+        return pd.DataFrame(
+            {"covid_probability": p, **values, "label": np.where(p >= 0.5, "COVID", "Normal")}
+        )
+
+    config, reference = MonitorConfig(), frame(120)
+    shifted = decide(column_p_values(reference, frame(60, ood_shift=40.0), config), config)
+    assert shifted.status == "drift" and shifted.drifted_columns == ["ood_score"]
+    assert shifted.reasons[0].startswith("out-of-distribution score: ood_score")
+    alarms = sum(
+        decide(column_p_values(reference, frame(60), config), config).status == "drift"
+        for _ in range(100)
+    )
+    assert alarms <= 8  # family-wise level 0.05 over 8 columns (uncorrected: about 1 in 3)
+
+
+@pytest.mark.parametrize("old", ["drift_share", "column_p_value", "prediction_p_value"])
+def test_the_old_settings_are_refused_with_the_new_name(old: str) -> None:
+    with pytest.raises(ConfigError, match=f"monitor.{old} is now monitor.family_p_value"):
+        load_settings("demo", overrides={f"monitor.{old}": 0.5}, environ={})
