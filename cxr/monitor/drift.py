@@ -3,11 +3,12 @@
 Evidently 0.7 runs one two-sample test per monitored column (Kolmogorov-Smirnov for numeric
 columns; for categorical ones its total-variation permutation test, which stays valid with
 few images per label and with a label the reference never had, where chi-square against
-the reference's shares calls drift on a single refused image) and writes the report; the decision is Holm's step-down correction over
-those p-values at a family-wise level (``monitor.family_p_value``): the window drifts when
-at least one column's adjusted p-value is below it, so one strong shift is enough (the
-served predictions alone, the OOD score alone, one image statistic alone) and the chance
-that a window of the reference's own population is called drift stays at most that level.
+the reference's shares calls drift on a single refused image) and writes the report. The
+decision is Holm's step-down correction over those p-values at a family-wise level
+(``monitor.family_p_value``): the window drifts when at least one column's adjusted
+p-value is below it, so one strong shift is enough (the served predictions alone, the OOD
+score alone, one image statistic alone), and a window of the reference's own population
+is called drift with a chance of at most that level.
 """
 
 from __future__ import annotations

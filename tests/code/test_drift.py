@@ -1,4 +1,5 @@
-"""The drift decision: no drift, drift, and not enough data are three distinct answers."""
+"""The drift check end to end through Evidently's report: no drift, drift, and not enough
+data are three distinct answers, each drifted column named with its reason."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.core.config import MonitorConfig
-from cxr.monitor.drift import detect_drift
+from cxr.monitor.drift import column_p_values, detect_drift
 
 WINDOW = ("2026-01-01T00:00:00", "2026-01-01T01:00:00")
 
@@ -33,6 +34,7 @@ def test_same_distribution_is_no_drift(tmp_path: Path) -> None:
     summary = detect_drift(_frame(200, rng), _frame(80, rng), MonitorConfig(), WINDOW, tmp_path)
     assert summary.status == "no_drift" and summary.current_rows == 80
     assert len(summary.columns) == 7 and all(c["p_value"] is not None for c in summary.columns)
+    assert summary.reasons == [] and summary.family_p_value == 0.05  # no ood_score: skipped
     assert Path(summary.report_html).stat().st_size > 10_000
     assert Path(summary.report_json).read_text().startswith("{")
 
@@ -44,7 +46,10 @@ def test_shifted_images_and_predictions_are_drift(tmp_path: Path) -> None:
     )
     assert summary.status == "drift"
     assert {"covid_probability", "mean_intensity", "label"} <= set(summary.drifted_columns)
-    assert "drift:" in summary.headline()
+    assert "drift:" in summary.headline() and "Holm" in summary.headline()
+    assert any(r.startswith("predictions: covid_probability") for r in summary.reasons)
+    assert any(r.startswith("image statistics: mean_intensity") for r in summary.reasons)
+    assert all(c["adjusted_p_value"] < 0.05 for c in summary.columns if c["drifted"])
 
 
 def test_predictions_moving_alone_are_drift(tmp_path: Path) -> None:
@@ -52,8 +57,8 @@ def test_predictions_moving_alone_are_drift(tmp_path: Path) -> None:
     reference, current = _frame(200, rng), _frame(80, rng)
     current["covid_probability"] = rng.beta(8, 2, 80)  # images unchanged, answers flipped
     summary = detect_drift(reference, current, MonitorConfig(), WINDOW, tmp_path)
-    assert summary.status == "drift" and "covid_probability" in summary.drifted_columns
-    assert summary.drift_share < 0.5
+    assert summary.status == "drift" and summary.drifted_columns == ["covid_probability"]
+    assert summary.drift_share < 0.5 and summary.reasons[0].startswith("predictions")
 
 
 def test_too_few_predictions_is_not_a_verdict(tmp_path: Path) -> None:
@@ -61,3 +66,16 @@ def test_too_few_predictions_is_not_a_verdict(tmp_path: Path) -> None:
     summary = detect_drift(_frame(200, rng), _frame(5, rng, 40), MonitorConfig(), WINDOW, tmp_path)
     assert summary.status == "not_enough_data" and summary.columns == []
     assert summary.report_html is None and "not enough data" in summary.headline()
+
+
+def test_the_stattests_alone_give_the_reports_p_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    reference, current = _frame(150, rng), _frame(60, rng, shift=10)
+    numeric = [c for c in MonitorConfig().numeric_columns if c != "ood_score"]
+    config = MonitorConfig(numeric_columns=numeric)
+    summary = detect_drift(reference, current, config, WINDOW, tmp_path)
+    direct = column_p_values(reference, current, config)
+    assert [c["column"] for c in direct] == [c["column"] for c in summary.columns]
+    np.testing.assert_allclose(
+        [c["p_value"] for c in direct], [c["p_value"] for c in summary.columns], rtol=1e-9
+    )

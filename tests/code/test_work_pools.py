@@ -84,6 +84,7 @@ def test_the_kubernetes_template_is_the_worker_template_plus_volumes_and_a_gpu_l
     assert set(ours["job_configuration"]) == set(worker["job_configuration"])
 
 
+@pytest.mark.slow  # the workers resolve job variables through a Prefect API
 def test_the_workers_render_the_job_each_deployment_asks_for(prefect_server: str) -> None:
     """What the workers would start: a container with the release and the state volume,
     and a Kubernetes Job with both claims mounted, the image and its resources."""

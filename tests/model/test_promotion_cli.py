@@ -72,14 +72,23 @@ def _production(home: Path) -> str:
     return json.loads(_ok(_cli(home, "models")))["production"]
 
 
-def _served_tag(home: Path) -> str:
-    """Start the service with the default model tag, ask /info, stop it."""
+def _serve(home: Path) -> ServerProcess:
+    """`bentoml serve service:XRayClassifier` with the default model tag."""
     log = f"sqlite:///{home / 'predictions.db'}"
-    running = start_server(
+    return start_server(
         {"BENTOML_HOME": str(home / "bentoml"), "CXR_SERVE__PREDICTION_LOG_URL": log}
     )
+
+
+def _info_tag(running: ServerProcess) -> str:
+    return httpx.post(f"{running.url}/info", json={}, timeout=60).json()["model_tag"]
+
+
+def _served_tag(home: Path) -> str:
+    """Start the service with the default model tag, ask /info, stop it."""
+    running = _serve(home)
     try:
-        return httpx.post(f"{running.url}/info", json={}, timeout=60).json()["model_tag"]
+        return _info_tag(running)
     finally:
         running.stop()
 
@@ -201,9 +210,16 @@ def test_promotion_rollback_and_the_service_follow_the_record(
     assert refused.returncode == 2 and "nothing to roll back to" in refused.stderr
     assert _production(tmp_path) == first
 
-    # the service resolves cxr-classifier:production when it starts
-    assert _served_tag(tmp_path) == first
-    promoted = json.loads(_ok(_cli(tmp_path, "promote", always_covid, "--reason", "by hand")))
+    # the service resolves cxr-classifier:production when it starts, and only then
+    running = _serve(tmp_path)
+    try:
+        assert _info_tag(running) == first
+        done = _cli(tmp_path, "promote", always_covid, "--reason", "by hand")
+        promoted = json.loads(_ok(done))
+        assert "restart" in done.stderr
+        assert _info_tag(running) == first  # a running service keeps its model
+    finally:
+        running.stop()
     assert promoted["tag"] == always_covid and promoted["by"] == "cxr promote"
     assert promoted["reason"] == "by hand" and promoted["previous"] == first
     assert _served_tag(tmp_path) == always_covid  # after a restart
