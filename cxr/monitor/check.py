@@ -43,10 +43,11 @@ def window_predictions(
 
 
 def served_tag(configured: str, window: pd.DataFrame) -> str:
-    """The model to monitor: an explicit version as configured; for ``name:latest`` the
-    version the service logged last (a retraining does not change a running server)."""
+    """The model to monitor: an explicit version as configured; for ``name:latest`` and
+    ``name:production`` the version the service logged last (a retraining or a promotion
+    does not change a running server until it restarts)."""
     name, _, version = configured.partition(":")
-    if version not in ("", "latest"):
+    if version not in ("", "latest", "production"):
         return configured
     logged = window.loc[window["model_tag"].str.split(":").str[0] == name, "model_tag"]
     return str(logged.iloc[-1]) if len(logged) else configured
