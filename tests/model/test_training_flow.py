@@ -80,7 +80,8 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     shipped_threshold = metrics["models"]["resnet50_lstm"]["test"]["threshold"]
     assert read_serving_info(stored)["cutoff"] == shipped_threshold
     reference = pd.read_csv(Path(stored.path) / "reference.csv")
-    assert len(reference) == 6 and reference["covid_probability"].between(0, 1).all()
+    assert len(reference) == 12  # the 6 validation and 6 test images
+    assert reference["covid_probability"].between(0, 1).all()
     assert {"label", "actual_label", "width", "mode", "mean_intensity", "entropy"} <= set(
         reference.columns
     )
