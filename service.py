@@ -13,6 +13,7 @@ Settings: ``CXR_SERVE__*`` environment variables (see ``cxr.config.ServeConfig``
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +41,7 @@ from cxr.core.preprocessing import (
     decode_image,
     to_model_input,
 )
-from cxr.core.production import resolve_tag
+from cxr.core.production import bento_model_tag, resolve_tag
 from cxr.serve.http_guards import (
     BearerTokenAuth,
     BodySizeLimit,
@@ -51,9 +52,12 @@ from cxr.serve.prediction_log import create_log_engine, log_prediction, log_reje
 from cxr.serve.scale import limit_threads, model_resources
 
 SERVE = load_settings().serve
-# name:production is resolved once, at start: a promotion reaches a running service when
-# it is restarted (see cxr.core.production)
-MODEL_TAG = resolve_tag(SERVE.model_tag)
+# A built bento serves the model it was built around (unless CXR_SERVE__MODEL_TAG says
+# otherwise); from a checkout, name:production is resolved once, at start: a promotion
+# reaches a running service when it is restarted (see cxr.core.production)
+MODEL_TAG = (
+    None if "CXR_SERVE__MODEL_TAG" in os.environ else bento_model_tag(Path(__file__))
+) or resolve_tag(SERVE.model_tag)
 logger = logging.getLogger("bentoml.service")
 install_strict_multipart()
 

@@ -137,3 +137,21 @@ def append_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     return entry
+
+
+def bento_model_tag(service_file: Path) -> str | None:
+    """The model a built bento was built around, when ``service_file`` is the service
+    module inside a bento (``<bento>/src/service.py`` beside ``<bento>/bento.yaml``);
+    None in a source checkout. A bento serves its own model, on this machine and in a
+    container, whatever is in production."""
+    manifest = Path(service_file).resolve().parent.parent / "bento.yaml"
+    if not manifest.is_file():
+        return None
+    import yaml
+
+    info = yaml.safe_load(manifest.read_text()) or {}
+    for service in info.get("services") or []:
+        for model in service.get("models") or []:
+            if model.get("tag"):
+                return str(model["tag"])
+    return None
