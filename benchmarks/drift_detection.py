@@ -27,7 +27,6 @@ it cries wolf on the population it was trained for.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -40,14 +39,9 @@ import pandas as pd
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _key, _value in {  # as the cxr command sets them
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-}.items():
-    os.environ.setdefault(_key, _value)
+from cxr.environment import apply_defaults  # noqa: E402
+
+apply_defaults()  # as the cxr command sets them
 
 from benchmarks.ood_detection import RELEASE, SHARED  # noqa: E402
 from cxr.core.calibration import calibrate  # noqa: E402

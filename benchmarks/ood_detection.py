@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -34,14 +33,9 @@ import typer
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _key, _value in {  # as the cxr command sets them
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-}.items():
-    os.environ.setdefault(_key, _value)
+from cxr.environment import apply_defaults  # noqa: E402
+
+apply_defaults()  # as the cxr command sets them
 
 from cxr.core.inference import Predictor  # noqa: E402
 from cxr.core.model_store import PackagedModel, load_model  # noqa: E402

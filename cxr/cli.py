@@ -3,20 +3,12 @@ rollback, models, monitor, deploy."""
 
 from __future__ import annotations
 
-import os
+from cxr.environment import apply_defaults
 
-for _key, _value in {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    # Prefect gives its temporary server 20 s to start; creating its database on a first
-    # start on a new 2-core machine takes longer ("Timed out ... ephemeral Prefect API").
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_defaults()  # before Prefect, TensorFlow or BentoML is imported
 
 import json  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any  # noqa: E402
 
