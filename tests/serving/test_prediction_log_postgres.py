@@ -6,19 +6,16 @@ monitor`` reads a window of that log."""
 from __future__ import annotations
 
 import json
-import signal
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 
-from cxr.serve.prediction_log import count_rows, create_log_engine, read_predictions
+from cxr.serve.prediction_log import create_log_engine, read_predictions
 from cxr.serve.server_process import start_server
 from tests.conftest import last_json, real_images, run_cli
+from tests.serving.log_under_load import check_no_row_lost_then_kill
 
 pytestmark = pytest.mark.slow
 
@@ -55,38 +52,7 @@ def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows_on_postgre
 ) -> None:
     client, log_url, running = pg_server
     assert _revision(log_url) == "0002"  # migrated to head by the service on start
-    log = create_log_engine(log_url)
-    before = count_rows(log)["predictions"]
-    images = [p.read_bytes() for p in real_images("COVID", 8, offset=400)]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        codes = list(pool.map(lambda i: _predict(client, images[i % 8]).status_code, range(64)))
-    assert codes == [200] * 64
-    assert count_rows(log)["predictions"] - before == 64
-
-    # Kill -9 in the middle of a load: every answered request has its row; at most the
-    # requests in flight (committed, answer not yet sent) add rows beyond them.
-    before = count_rows(log)["predictions"]
-    answered, stop = [], threading.Event()
-
-    def load(i: int) -> None:
-        while not stop.is_set():
-            try:
-                if _predict(client, images[i % 8]).status_code == 200:
-                    answered.append(1)
-            except httpx.HTTPError:
-                return
-
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    time.sleep(4)
-    running.stop(signal.SIGKILL)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    log.dispose()  # connections of the killed workers are gone; count on fresh ones
-    logged = count_rows(create_log_engine(log_url))["predictions"] - before
-    assert len(answered) > 0 and len(answered) <= logged <= len(answered) + 16
+    check_no_row_lost_then_kill(client, log_url, running)
     assert read_predictions(create_log_engine(log_url))["request_id"].is_unique
 
 

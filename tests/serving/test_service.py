@@ -6,8 +6,6 @@ import io
 import os
 import re
 import signal
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from cxr.serve.prediction_log import count_rows, create_log_engine, read_predict
 from cxr.serve.server_process import ServerProcess, start_server
 from tests.code.test_preprocessing import bomb_png
 from tests.conftest import link_dataset, real_images, run_cli
+from tests.serving.log_under_load import check_no_row_lost_then_kill
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD = 3_000_000
@@ -168,36 +167,7 @@ def test_bad_inputs_get_4xx_and_the_service_keeps_serving(server) -> None:
 @pytest.mark.real_data
 def test_concurrent_clients_lose_no_row_and_kill_keeps_committed_rows(server) -> None:
     client, log, running = server
-    before = count_rows(log)["predictions"]
-    images = [p.read_bytes() for p in real_images("COVID", 8, offset=400)]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        codes = list(pool.map(lambda i: _predict(client, images[i % 8]).status_code, range(64)))
-    assert codes == [200] * 64
-    assert count_rows(log)["predictions"] - before == 64
-
-    # Kill -9 in the middle of a load: every answered request has its row; at most the
-    # requests in flight (committed, answer not yet sent) add rows beyond them.
-    before = count_rows(log)["predictions"]
-    answered, stop = [], threading.Event()
-
-    def load(i: int) -> None:
-        while not stop.is_set():
-            try:
-                if _predict(client, images[i % 8]).status_code == 200:
-                    answered.append(1)
-            except httpx.HTTPError:
-                return
-
-    threads = [threading.Thread(target=load, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    time.sleep(4)
-    running.stop(signal.SIGKILL)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    logged = count_rows(create_log_engine(str(log.url)))["predictions"] - before
-    assert len(answered) > 0 and len(answered) <= logged <= len(answered) + 16
+    check_no_row_lost_then_kill(client, str(log.url), running)
 
 
 def test_cxr_serve_refuses_an_unknown_model() -> None:
