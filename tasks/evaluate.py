@@ -12,7 +12,7 @@ from cxr.core.calibration import calibrate
 from cxr.core.config import Settings
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
-from cxr.train.evaluation import evaluate_model, predict_probabilities, summarize_model
+from cxr.train.evaluation import evaluate_model, summarize_model
 from cxr.train.reporting import plot_confusion, plot_reliability
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_image
@@ -34,23 +34,17 @@ def evaluate(
         result.cutoff["value"], result.cutoff["chosen_on"],
     )  # fmt: skip
     metrics = result.metrics
-    pd.DataFrame(
-        {
-            "path": test.paths,
-            "label_index": test.y.astype(int),
-            "covid_probability": result.probabilities,  # calibrated, as the service answers
-            "raw_covid_probability": result.raw_probabilities,
-        }
-    ).to_csv(run.path("predictions", f"{name}_test.csv"), index=False)
-    val_raw = predict_probabilities(trained.model, val.x)  # for the monitoring reference
-    pd.DataFrame(
-        {
-            "path": val.paths,
-            "label_index": val.y.astype(int),
-            "covid_probability": calibrate(val_raw, calibration["temperature"]),
-            "raw_covid_probability": val_raw,
-        }
-    ).to_csv(run.path("predictions", f"{name}_val.csv"), index=False)
+    raw = {"test": result.raw_probabilities, "val": result.val_raw_probabilities}
+    for split, arrays in (("test", test), ("val", val)):  # val: for the monitoring reference
+        pd.DataFrame(
+            {
+                "path": arrays.paths,
+                "label_index": arrays.y.astype(int),
+                # calibrated, as the service answers
+                "covid_probability": calibrate(raw[split], calibration["temperature"]),
+                "raw_covid_probability": raw[split],
+            }
+        ).to_csv(run.path("predictions", f"{name}_{split}.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
     png = plot_reliability(

@@ -96,6 +96,7 @@ class ModelEvaluation:
     probabilities: np.ndarray  # calibrated P(COVID): the metrics' and the service's
     calibration: dict[str, object]  # temperature, fitted_on, NLL and ECE before/after
     raw_probabilities: np.ndarray  # the model's sigmoid output
+    val_raw_probabilities: np.ndarray  # the validation split's, for the monitoring reference
 
 
 def evaluate_model(
@@ -115,7 +116,7 @@ def evaluate_model(
         cutoff = {"value": value, "chosen_on": "validation", "val_accuracy": val_accuracy}
     probabilities = calibrate(test_raw, temperature)
     metrics = compute_metrics(test.y, probabilities, float(cutoff["value"]))
-    return ModelEvaluation(metrics, cutoff, probabilities, calibration, test_raw)
+    return ModelEvaluation(metrics, cutoff, probabilities, calibration, test_raw, val_raw)
 
 
 def summarize_model(
