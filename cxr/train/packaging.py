@@ -56,7 +56,11 @@ def build_bento(model_tag: str) -> str:
     previous = os.environ.get(MODEL_TAG_ENV)
     os.environ[MODEL_TAG_ENV] = model_tag
     try:
-        bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(REPO_ROOT))
+        # reload: a process that built a bento before (the flow, a test session) has the
+        # service module imported with that build's model tag
+        bento = bentoml.bentos.build_bentofile(
+            str(BENTOFILE), build_ctx=str(REPO_ROOT), reload=True
+        )
     finally:
         if previous is None:
             os.environ.pop(MODEL_TAG_ENV, None)

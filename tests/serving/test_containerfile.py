@@ -77,3 +77,18 @@ def test_the_build_context_carries_the_model_and_the_service_code(small_bento: s
         assert not (context / "src" / "cxr" / "train").exists()  # the serving code only
         assert (context / "env" / "python" / "requirements.txt").is_file()
         assert "ENTRYPOINT" in Path(dockerfile).read_text()  # what the engine would build
+
+
+def test_a_second_build_in_the_same_process_ships_its_own_model(
+    small_bento: str, tmp_path: Path
+) -> None:
+    import keras
+
+    settings = load_settings("demo", environ={})
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.save(tmp_path / "second.keras")
+    second = save_model(
+        "cxr-container-second", tmp_path / "second.keras", serving_info(settings), {}
+    )
+    models = {str(m.tag) for m in bentoml.bentos.get(build_bento(second)).info.all_models}
+    assert models == {second}  # not the model of the first build (the module is reloaded)
