@@ -1,9 +1,11 @@
 """BentoML service for the gated chest X-ray classifier.
 
-Two services: ``XRayClassifier`` (HTTP front: checks the upload, decodes and
-preprocesses it, logs the answer) calls ``ModelRunner`` (loads the model once; adaptive
-batching lets concurrent requests share one forward pass); one process each unless
-``CXR_SERVE__FRONT_WORKERS`` / ``CXR_SERVE__MODEL_WORKERS`` say more.
+``XRayClassifier`` (HTTP front: checks the upload, decodes and preprocesses it, logs the
+answer) runs the model in its own process by default (``cxr.serve.batching``: adaptive
+batching lets concurrent requests share one forward pass, with no second HTTP hop); one
+process unless ``CXR_SERVE__FRONT_WORKERS`` says more, each with its model. With
+``CXR_SERVE__MODEL_WORKERS`` > 1 or ``CXR_SERVE__MODEL_GPUS`` the model runs in a service
+of its own instead, ``ModelRunner`` (BentoML's batchable API), called by the fronts.
 
 Imports only ``cxr`` modules shared with training (config, preprocessing, image
 statistics, model store, prediction log): no Prefect, no training code.
@@ -32,9 +34,8 @@ from cxr.core.config import load_settings
 from cxr.core.dicom import NotARadiographError, UnsupportedTransferSyntaxError, radiograph_refusal
 from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
 from cxr.core.image_stats import image_statistics
-from cxr.core.inference import Predictor
-from cxr.core.model_store import load_model, read_serving_info
-from cxr.core.ood import DETECTOR_FILE, OUT_OF_DISTRIBUTION, as_answer, load_detector, verdicts
+from cxr.core.model_store import read_serving_info
+from cxr.core.ood import DETECTOR_FILE, OUT_OF_DISTRIBUTION, as_answer, load_detector
 from cxr.core.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -42,6 +43,7 @@ from cxr.core.preprocessing import (
     to_model_input,
 )
 from cxr.core.production import bento_model_tag, resolve_tag
+from cxr.serve.batching import LocalModel, ServedModel
 from cxr.serve.http_guards import (
     BearerTokenAuth,
     BodySizeLimit,
@@ -49,7 +51,7 @@ from cxr.serve.http_guards import (
     install_strict_multipart,
 )
 from cxr.serve.prediction_log import create_log_engine, log_prediction, log_rejection
-from cxr.serve.scale import limit_threads, model_resources
+from cxr.serve.scale import model_resources
 
 SERVE = load_settings().serve
 # A built bento serves the model it was built around (unless CXR_SERVE__MODEL_TAG says
@@ -58,6 +60,9 @@ SERVE = load_settings().serve
 MODEL_TAG = (
     None if "CXR_SERVE__MODEL_TAG" in os.environ else bento_model_tag(Path(__file__))
 ) or resolve_tag(SERVE.model_tag)
+# one model runner process and no GPU: the model runs in each HTTP front worker
+MODEL_IN_FRONT = SERVE.model_workers == 1 and not SERVE.model_gpus
+MODEL_IN_FRONT = MODEL_IN_FRONT and not os.environ.get("CXR_E_SEPARATE")  # TEMP experiment
 logger = logging.getLogger("bentoml.service")
 install_strict_multipart()
 
@@ -83,12 +88,7 @@ class ModelRunner:
     stored = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        limit_threads(SERVE.model_threads)  # before the model's first operation
-        self.packaged = load_model(str(self.stored.tag))
-        self.detector = self.packaged.detector  # None: packaged before the OOD check
-        layers = self.detector.layers if self.detector else ()
-        self.predict = Predictor(self.packaged.model, SERVE.max_batch_size, layers)
-        self.predict.warm_up(self.packaged.image_size)  # no request pays for compilation
+        self.model = ServedModel(str(self.stored.tag), SERVE.max_batch_size, SERVE.model_threads)
 
     @bentoml.api(
         batchable=SERVE.batching,
@@ -97,12 +97,8 @@ class ModelRunner:
         max_latency_ms=SERVE.max_latency_ms,
     )
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """One row per preprocessed image of the batch: P(COVID), OOD score, in
-        distribution (1.0/0.0); the last two NaN for a model without a detector. Features
-        and probability come out of one compiled forward pass."""
-        probabilities, features = self.predict.outputs(batch)
-        scores, flags = verdicts(self.detector, features, len(probabilities))
-        return np.stack([probabilities.astype(np.float64), scores, flags], axis=1)
+        """``ServedModel.rows`` of a batch of preprocessed images."""
+        return self.model.rows(batch)
 
 
 @bentoml.service(
@@ -116,7 +112,8 @@ class XRayClassifier:
     heat map of what drove the score. Every /predict answer is logged."""
 
     stored = bentoml.models.BentoModel(MODEL_TAG)
-    runner = bentoml.depends(ModelRunner)
+    if not MODEL_IN_FRONT:
+        runner = bentoml.depends(ModelRunner)
 
     def __init__(self) -> None:
         info = read_serving_info(self.stored)
@@ -128,6 +125,12 @@ class XRayClassifier:
         detector = load_detector(Path(self.stored.path_of(DETECTOR_FILE)))
         self.ood = detector.summary() if detector else None  # None: packaged before the check
         self.log = create_log_engine(SERVE.prediction_log_url)
+        if MODEL_IN_FRONT:
+            served = ServedModel(self.model_tag, SERVE.max_batch_size, SERVE.model_threads)
+            self.model = LocalModel(
+                served.rows, SERVE.batching, SERVE.max_batch_size, SERVE.max_latency_ms,
+                "cxr-classifier",
+            )  # fmt: skip
         self.synthetic = bool(self.stored.info.metadata.get("synthetic", False))
         if self.synthetic:
             logger.warning(
@@ -176,23 +179,29 @@ class XRayClassifier:
             **image_statistics(gray),
         }
 
-    async def _infer(
-        self, x: np.ndarray, attempts: int = 3
-    ) -> tuple[float, float | None, bool | None]:
-        """P(COVID), OOD score and in-distribution flag (None without a detector) from the
-        model runner; inference is idempotent, so a keep-alive connection the
-        runner closed under our feet (aiohttp ServerDisconnectedError, a known BentoML
-        issue: github.com/bentoml/BentoML/issues/4238) is retried."""
+    async def _rows(self, chunk: np.ndarray, attempts: int = 3) -> np.ndarray:
+        """The model's rows (P(COVID), OOD score, in distribution) of a batch of at most
+        ``max_batch_size`` images: from the model in this process, or from the model
+        runner; inference is idempotent, so a keep-alive connection the runner closed
+        under our feet (aiohttp ServerDisconnectedError, a known BentoML issue:
+        github.com/bentoml/BentoML/issues/4238) is retried."""
+        if MODEL_IN_FRONT:
+            return await self.model(chunk)
         for attempt in range(1, attempts + 1):
             try:
-                row = np.asarray(await self.runner.to_async.infer(x[None]))[0]
-                score, flag = as_answer(row[1]), as_answer(row[2])
-                return float(row[0]), score, None if flag is None else bool(flag)
+                answer = await self.runner.to_async.infer(chunk)
+                return np.asarray(answer, np.float64).reshape(len(chunk), -1)
             except aiohttp.ClientConnectionError as error:
                 if attempt == attempts:
                     raise
                 logger.warning("model runner connection lost (%s); retrying", error)
         raise AssertionError("unreachable")
+
+    async def _infer(self, x: np.ndarray) -> tuple[float, float | None, bool | None]:
+        """P(COVID), OOD score and in-distribution flag (None without a detector)."""
+        row = (await self._rows(x[None]))[0]
+        score, flag = as_answer(row[1]), as_answer(row[2])
+        return float(row[0]), score, None if flag is None else bool(flag)
 
     @bentoml.api
     async def predict(self, image: Path, ctx: bentoml.Context) -> dict:
@@ -229,23 +238,12 @@ class XRayClassifier:
         )
         return answer
 
-    async def _infer_rows(self, batch: np.ndarray, attempts: int = 3) -> np.ndarray:
-        """The runner's ``infer`` rows (P(COVID) first) of every image of ``batch``, in
-        chunks of at most ``max_batch_size`` (a lost connection is retried, as in
-        ``_infer``): (N, columns)."""
-        found = []
-        for start in range(0, len(batch), SERVE.max_batch_size):
-            chunk = batch[start : start + SERVE.max_batch_size]
-            for attempt in range(1, attempts + 1):
-                try:
-                    answer = await self.runner.to_async.infer(chunk)
-                    break
-                except aiohttp.ClientConnectionError as error:
-                    if attempt == attempts:
-                        raise
-                    logger.warning("model runner connection lost (%s); retrying", error)
-            found.append(np.asarray(answer, np.float64).reshape(len(chunk), -1))
-        return np.concatenate(found)
+    async def _infer_rows(self, batch: np.ndarray) -> np.ndarray:
+        """The model's rows (P(COVID) first) of every image of ``batch``, in chunks of at
+        most ``max_batch_size``: (N, columns)."""
+        size = SERVE.max_batch_size
+        chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
+        return np.concatenate([await self._rows(chunk) for chunk in chunks])
 
     @bentoml.api(route="/explain")
     async def explain(

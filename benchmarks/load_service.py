@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Annotated
 
 import httpx
 import numpy as np
+import psutil
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,15 +73,37 @@ def raw_speed(tag: str, repeats: int = 30) -> dict[str, float]:
         started = time.perf_counter()
         predict(one)
         single.append(time.perf_counter() - started)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         predict(full)
     rate = repeats * RAW_BATCH / (time.perf_counter() - started)
-    return {"batch1_ms": round(float(np.median(single)) * 1000, 2), "batch32_img_s": round(rate, 1)}
+    cpu_ms = (time.process_time() - cpu) * 1000 / (repeats * RAW_BATCH)
+    return {
+        "batch1_ms": round(float(np.median(single)) * 1000, 2),
+        "batch32_img_s": round(rate, 1),
+        "batch32_cpu_ms_per_image": round(cpu_ms, 2),
+    }
 
 
-async def _drive(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
-    """``clients`` concurrent request loops, each sending images back to back."""
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def _drive(
+    url: str, images: list[bytes], clients: int, seconds: float, server_pid: int
+) -> dict:
+    """``clients`` concurrent request loops, each sending images back to back; the
+    server's CPU time per answered request is measured too (on a shared machine it
+    varies less than the rate)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -102,8 +126,10 @@ async def _drive(url: str, images: list[bytes], clients: int, seconds: float) ->
                     errors[status] = errors.get(status, 0) + 1
 
         started, cpu = time.perf_counter(), time.process_time()
+        server_cpu = _tree_cpu_s(server_pid)
         await asyncio.gather(*(loop(i) for i in range(clients)))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server_cpu = _tree_cpu_s(server_pid) - server_cpu
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "clients": clients,
@@ -114,6 +140,8 @@ async def _drive(url: str, images: list[bytes], clients: int, seconds: float) ->
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "client_cpu_share": round(cpu / wall, 2),  # of one core, taken from the server
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(len(latencies), 1), 2),
+        "client_cpu_ms_per_request": round(cpu * 1000 / max(len(latencies), 1), 2),
     }
 
 
@@ -142,7 +170,9 @@ def served(
             engine = create_log_engine(log_url)
             for clients, seconds in runs:
                 before = count_rows(engine)["predictions"]
-                result = asyncio.run(_drive(server.url, images, clients, seconds))
+                result = asyncio.run(
+                    _drive(server.url, images, clients, seconds, server.process.pid)
+                )
                 result["logged_rows"] = count_rows(engine)["predictions"] - before
                 result["batching"], result["front_workers"] = batching, front_workers
                 typer.echo(json.dumps(result))
@@ -163,8 +193,17 @@ def main(
     clients: Annotated[int, typer.Option()] = 16,
     seconds: Annotated[float, typer.Option(help="per measurement")] = 30,
     limit: Annotated[int, typer.Option(help="distinct images to cycle through")] = 200,
+    quick: Annotated[
+        bool, typer.Option(help="only 1 and N clients, batching on (no off / 2-front runs)")
+    ] = False,
+    isa: Annotated[
+        str | None,
+        typer.Option(help="ONEDNN_MAX_CPU_ISA for the raw and the served model, e.g. AVX2"),
+    ] = None,
 ) -> None:
     """Measure raw and served speed; print the figures and their ratios."""
+    if isa:  # read by oneDNN when TensorFlow starts: here and in the server's processes
+        os.environ["ONEDNN_MAX_CPU_ISA"] = isa
     payloads = [p.read_bytes() for p in sorted(images.rglob("*.png"))[:limit]]
     if not payloads:
         raise typer.BadParameter(f"no PNG images under {images}")
@@ -172,17 +211,30 @@ def main(
     raw = raw_speed(tag)
     typer.echo(f"raw {tag}: {json.dumps(raw)}")
     one, many_on = served(tag, payloads, True, [(1, seconds), (clients, seconds)])
-    (many_off,) = served(tag, payloads, False, [(clients, seconds)])
-    (two_fronts,) = served(tag, payloads, True, [(clients, seconds)], front_workers=2)
     rate = raw["batch32_img_s"]
     ratios = {
         f"served_{clients}_clients / raw_batch32": round(many_on["requests_per_s"] / rate, 3),
-        "batching_on / off": round(many_on["requests_per_s"] / many_off["requests_per_s"], 2),
         "p50_1_client / raw_batch1": round(one["p50_ms"] / raw["batch1_ms"], 2),
-        "front_workers_2 / 1": round(two_fronts["requests_per_s"] / many_on["requests_per_s"], 2),
+        # CPU per image, raw / served (server + client): what served / raw would be on a
+        # machine the benchmark had to itself, CPU-bound (sharing moves it less than rates)
+        "cpu_raw_per_image / cpu_served_per_request": round(
+            raw["batch32_cpu_ms_per_image"]
+            / (many_on["server_cpu_ms_per_request"] + many_on["client_cpu_ms_per_request"]),
+            3,
+        ),
     }
+    results = [one, many_on]
+    if not quick:
+        (many_off,) = served(tag, payloads, False, [(clients, seconds)])
+        (two_fronts,) = served(tag, payloads, True, [(clients, seconds)], front_workers=2)
+        on, off, two = (r["requests_per_s"] for r in (many_on, many_off, two_fronts))
+        ratios |= {
+            "batching_on / off": round(on / off, 2),
+            "front_workers_2 / 1": round(two / on, 2),
+        }
+        results += [many_off, two_fronts]
     typer.echo(f"ratios: {json.dumps(ratios)}")
-    for result in (one, many_on, many_off, two_fronts):
+    for result in results:
         if result["errors"] or result["logged_rows"] != result["answered"]:
             typer.echo(f"FAIL: errors or unlogged answers in {result}", err=True)
             raise typer.Exit(1)

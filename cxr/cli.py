@@ -1,5 +1,5 @@
 """The ``cxr`` command line: demo-data, holdout, train, evaluate, explain, serve, promote,
-rollback, models, monitor, deploy."""
+rollback, models, monitor, monitor-ui, deploy."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ app = typer.Typer(
     "Exit codes:\n\n" + exit_codes_text().replace("\n", "\n\n"),
 )
 DEMO_DIR = Path("data/demo")
+RETRAIN_ON_DRIFT_MOVED = (
+    "--trigger-retraining was removed: retraining on drift is the retraining deployment's "
+    "Prefect trigger on the cxr.drift.detected event (emitted when a drift episode starts); "
+    "enable it with `cxr deploy --retrain-on-drift`"
+)
 
 
 def _fail(error: PipelineError) -> None:
@@ -132,6 +137,15 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, e.g. model.dropout=0.3")
     ] = None,
+    task_runner: Annotated[
+        str | None, typer.Option(help="local (default) | dask: shards and models on workers")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler, tcp://host:8786 (default: local cluster)")
+    ] = None,
+    dask_workers: Annotated[
+        int | None, typer.Option(help="worker processes of the local Dask cluster (default 2)")
+    ] = None,
 ) -> None:
     """Run the training flow: validate, train 3 models, evaluate, gate, package."""
     if data_dir is None:
@@ -149,6 +163,9 @@ def train(
             "model.backbone_weights": weights,
             "gate.min_score": gate_min_score,
             "runs_dir": str(runs_dir) if runs_dir else None,
+            "runner.task_runner": task_runner,
+            "runner.dask_address": dask_address,
+            "runner.dask_workers": dask_workers,
         }
     )
     from cxr.core.config import parse_assignments
@@ -159,16 +176,20 @@ def train(
     except PipelineError as error:
         _fail(error)
 
-    from flows.training import training_flow
+    from cxr.run_states import flow_in_this_process, timed_out
+    from flows.training import run_training_flow
 
     try:
-        result = training_flow(
-            data_dir=str(data_dir),
-            profile=profile,
-            config_file=str(config) if config else None,
-            overrides=overrides,
-            run_id=run_id,
-        )
+        with flow_in_this_process():  # Ctrl-C / SIGTERM: the run ends Crashed, exit 130 / 143
+            result = run_training_flow(
+                data_dir=str(data_dir),
+                profile=profile,
+                config_file=str(config) if config else None,
+                overrides=overrides,
+                run_id=run_id,
+            )
+    except TimeoutError as error:  # a task ran past its timeouts.* setting
+        _fail(timed_out(error))
     except PipelineError as error:
         _fail(error)
     typer.echo(json.dumps(result, indent=2))
@@ -372,28 +393,66 @@ def monitor(
     webhook_url: Annotated[
         str | None, typer.Option(help="one-off alert receiver URL, for a terminal run")
     ] = None,
-    trigger_retraining: Annotated[bool | None, typer.Option()] = None,
+    trigger_retraining: Annotated[
+        bool | None, typer.Option(hidden=True, help="removed: see `cxr deploy --retrain-on-drift`")
+    ] = None,
 ) -> None:
-    """Run the monitoring flow once (exit codes: see ``cxr --help``)."""
+    """Run the monitoring flow once (exit codes: see ``cxr --help``). A drift episode's
+    start emits the Prefect event cxr.drift.detected, which retrains through the
+    retraining deployment's trigger where `cxr deploy --retrain-on-drift` enabled it."""
     import os
 
     from flows.monitoring import monitoring_flow
 
+    if trigger_retraining is not None:
+        _fail(ConfigError(RETRAIN_ON_DRIFT_MOVED))
     if webhook_url:  # a setting, not a flow parameter: parameters are stored by Prefect
         os.environ["CXR_MONITOR__WEBHOOK_URL"] = webhook_url
+    from cxr.run_states import flow_in_this_process
+
     try:
-        result = monitoring_flow(
-            window_minutes=window_minutes,
-            min_predictions=min_predictions,
-            model_tag=model,
-            log_url=log_url,
-            alert_block=alert_block,
-            trigger_retraining=trigger_retraining,
-        )
+        with flow_in_this_process():  # Ctrl-C / SIGTERM: the run ends Crashed, exit 130 / 143
+            result = monitoring_flow(
+                window_minutes=window_minutes,
+                min_predictions=min_predictions,
+                model_tag=model,
+                log_url=log_url,
+                alert_block=alert_block,
+            )
     except PipelineError as error:
         _fail(error)
     typer.echo(json.dumps(result, indent=2, default=str))
     raise typer.Exit(int(MONITOR_STATUS_EXIT[result["status"]]))
+
+
+@app.command("monitor-ui")
+def monitor_ui(
+    host: Annotated[
+        str, typer.Option(help="address to listen on (the UI has no login: keep it loopback)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workspace: Annotated[
+        Path | None, typer.Option(help="Evidently workspace (default: monitor.workspace_dir)")
+    ] = None,
+) -> None:
+    """Evidently's UI on the monitoring workspace: a project per model with its dashboard
+    of drift over time and every window's report (Ctrl-C stops it)."""
+    from cxr.core.config import load_settings
+    from cxr.core.errors import DataInputError
+
+    folder = (workspace or load_settings().monitor.workspace_dir).resolve()
+    if not folder.is_dir():
+        _fail(
+            DataInputError(
+                f"no Evidently workspace at {folder}: run `cxr monitor` (or the monitoring "
+                "deployment) first, or pass --workspace"
+            )
+        )
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's telemetry
+    from evidently.ui.service.app import get_config, run
+
+    typer.echo(f"Evidently UI on http://{host}:{port} (workspace {folder})")
+    run(get_config(host=host, port=port, workspace=str(folder)))
 
 
 @app.command()
@@ -408,19 +467,35 @@ def deploy(
         str | None, typer.Option(help="notification block of the drift alerts (its name)")
     ] = None,
     pool: Annotated[str, typer.Option(help="process work pool")] = "cxr-local",
+    config: Annotated[
+        Path | None, typer.Option(help="YAML settings file both deployments' runs read")
+    ] = None,
+    retrain_on_drift: Annotated[
+        bool,
+        typer.Option(
+            help="enable the retraining deployment's trigger on the cxr.drift.detected event "
+            "(one retraining at a time: a run that would start beside another is cancelled)"
+        ),
+    ] = False,
 ) -> None:
     """Register the retraining and monitoring deployments (deploy/prefect.yaml) with the
-    Prefect server in PREFECT_API_URL."""
+    Prefect server in PREFECT_API_URL, the retraining's drift trigger and its concurrency
+    limit of one included."""
     import subprocess
     import sys
 
-    from cxr.core.config import REPO_ROOT, available_profiles
+    from cxr.core.config import REPO_ROOT, available_profiles, load_settings
 
     if data_dir is None:
         data_dir, profile = _demo_dataset(), profile or "demo"
     profile = profile or "paper"
     if profile not in available_profiles():
         _fail(ConfigError(f"unknown profile {profile!r}; choose from {available_profiles()}"))
+    try:
+        model_name = load_settings(profile, config).packaging.model_name  # checks the file
+    except PipelineError as error:
+        _fail(error)
+    config_file = {"config_file": str(config.resolve())} if config else {}
     prefect = [sys.executable, "-m", "prefect"]
     params = {
         "scheduled-retraining": {"data_dir": str(data_dir.resolve()), "profile": profile},
@@ -430,15 +505,33 @@ def deploy(
     for name, values in params.items():
         command = [*prefect, "--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml"]
         command += ["--name", name, "--pool", pool]
-        if values:
-            command += ["--params", json.dumps(values)]
+        if values | config_file:
+            command += ["--params", json.dumps(values | config_file)]
+        if name == "scheduled-retraining":
+            command += ["--trigger", json.dumps(_drift_trigger(model_name, retrain_on_drift))]
         commands.append(command)
     for command in commands:
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             _fail(PipelineError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"))
-    typer.echo(f"registered {', '.join(params)} on work pool {pool}; start a worker with:")
-    typer.echo(f"  prefect worker start --pool {pool}")
+    trigger = "on" if retrain_on_drift else "off (--retrain-on-drift turns it on)"
+    typer.echo(f"registered {', '.join(params)} on work pool {pool}")
+    typer.echo(f"retraining on drift: {trigger}; one retraining at a time")
+    typer.echo(f"start a worker with:\n  prefect worker start --pool {pool}")
+
+
+def _drift_trigger(model_name: str, enabled: bool) -> dict[str, Any]:
+    """The retraining deployment's trigger as deploy/prefect.yaml writes it, switched on
+    or off and matching the drift events of ``model_name``'s models."""
+    import yaml
+
+    from cxr.core.config import REPO_ROOT
+
+    spec = yaml.safe_load((REPO_ROOT / "deploy" / "prefect.yaml").read_text())
+    retraining = next(d for d in spec["deployments"] if d["name"] == "scheduled-retraining")
+    (trigger,) = retraining["triggers"]
+    match = {"prefect.resource.id": f"cxr.model.{model_name}:*"}
+    return {**trigger, "enabled": enabled, "match": match}
 
 
 alert_block_app = typer.Typer(help="Prefect notification blocks for the drift alerts.")

@@ -1,6 +1,7 @@
 """The monitoring flow: prediction log window vs the packaged model's reference; one
 alert per drift episode (a reminder per cool-down, one "recovered") through a Prefect
-notification block, a Prefect event and optionally a retraining run when drift starts."""
+notification block, and a Prefect event when an episode starts or ends (the retraining
+deployment's trigger listens for it)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ def monitoring_flow(
     model_tag: str | None = None,
     log_url: str | None = None,
     alert_block: str | None = None,
-    trigger_retraining: bool | None = None,
     config_file: str | None = None,
 ) -> dict[str, Any]:
     """Check the last ``window_minutes`` of served predictions for drift (unset
@@ -41,7 +41,6 @@ def monitoring_flow(
         "serve.model_tag": model_tag,
         "serve.prediction_log_url": log_url,
         "monitor.alert_block": alert_block,
-        "monitor.trigger_retraining": trigger_retraining,
     }
     settings = load_settings(
         config_file=Path(config_file) if config_file else None,
@@ -52,7 +51,7 @@ def monitoring_flow(
     kind, previous, episode = decide_alert(tag, summary, settings)
     alert: dict[str, Any] | None = None
     if kind is not None:
-        alert = drift_event(tag, kind, summary, settings) if kind != "reminder" else {"kind": kind}
+        alert = drift_event(tag, kind, summary) if kind != "reminder" else {"kind": kind}
         if alert_receiver_configured(settings):
             body = message_body(tag, kind, summary, previous)
             alert["sent_to"] = retried_send_alert(settings)(body, settings)

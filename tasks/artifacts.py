@@ -6,11 +6,14 @@ import base64
 import re
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
+    create_progress_artifact,
     create_table_artifact,
+    update_progress_artifact,
 )
 
 
@@ -35,3 +38,15 @@ def publish_image(key: str, png: Path, description: str) -> None:
         key=artifact_key(key),
         description=f"{description} (file: {png})",
     )
+
+
+def publish_progress(
+    key: str, percent: float, description: str, artifact_id: UUID | None = None
+) -> UUID:
+    """Create a progress artifact (``artifact_id`` None) or move an existing one to
+    ``percent`` (0-100); returns its id for the next update."""
+    if artifact_id is None:
+        return create_progress_artifact(
+            progress=percent, key=artifact_key(key), description=description
+        )
+    return update_progress_artifact(artifact_id, progress=percent, description=description)

@@ -1,6 +1,7 @@
 """Evaluation task: temperature scaling fitted on the validation split, the P(COVID)
 cut-off on the calibrated probabilities (configured, or chosen on the validation split),
-then test-set metrics, confusion matrix and reliability diagram of one trained model."""
+then test-set metrics, confusion matrix, ROC curve and reliability diagram of one trained
+model."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from cxr.core.config import Settings
 from cxr.core.runs import Run
 from cxr.data.dataset import Arrays
 from cxr.train.evaluation import evaluate_model, summarize_model
-from cxr.train.reporting import plot_confusion, plot_reliability
+from cxr.train.reporting import plot_confusion, plot_reliability, plot_roc, roc_points
 from cxr.train.training import TrainedModel
-from tasks.artifacts import publish_image
+from tasks.artifacts import publish_image, publish_table
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}", cache_policy=NO_CACHE)
@@ -47,6 +48,14 @@ def evaluate(
         ).to_csv(run.path("predictions", f"{name}_{split}.csv"), index=False)
     png = plot_confusion(name, metrics["confusion"], run.path("plots", f"{name}_confusion.png"))
     publish_image(f"{name}-confusion-matrix", png, f"run {run.run_id}: {name} test confusion")
+    cutoff, roc = float(result.cutoff["value"]), roc_points(test.y, result.probabilities)
+    png = plot_roc(name, test.y, result.probabilities, cutoff, run.path("plots", f"{name}_roc.png"))
+    publish_image(f"{name}-roc-curve", png, f"run {run.run_id}: {name} test ROC, AUC in legend")
+    pd.DataFrame(roc, columns=["threshold", "fpr", "tpr"]).to_csv(
+        run.path("plots", f"{name}_roc.csv"), index=False
+    )
+    if roc:  # one class in the test split: no curve, no table
+        publish_table(f"{name}-roc-points", roc, f"run {run.run_id}: {name} test ROC points")
     png = plot_reliability(
         name, test.y, result.raw_probabilities, result.probabilities, calibration,
         run.path("plots", f"{name}_reliability.png"),

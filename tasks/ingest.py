@@ -10,15 +10,47 @@ from prefect.cache_policies import NO_CACHE
 
 from cxr.core.config import Settings
 from cxr.core.runs import Run
-from cxr.data.ingestion import ingest, unreadable
+from cxr.data.ingestion import (
+    ImageEntry,
+    combine,
+    describe_entries,
+    ingest,
+    sample_entries,
+    shards,
+    unreadable,
+)
 from tasks.artifacts import publish_table
 
 
+@task(name="ingest-plan", cache_policy=NO_CACHE)
+def plan_shards(data_dir: Path, settings: Settings) -> list[list[ImageEntry]]:
+    """Sample N images per class and cut the list into shards of ``runner.shard_images``."""
+    entries = sample_entries(data_dir, settings.data, settings.train.seed)
+    planned = shards(entries, settings.runner.shard_images)
+    get_run_logger().info("%d images in %d shards", len(entries), len(planned))
+    return planned
+
+
+@task(name="ingest-shard", cache_policy=NO_CACHE)
+def describe_shard(entries: list[ImageEntry]) -> list[dict[str, object]]:
+    """Describe one shard: size, mode, sha256, perceptual hash, intensity statistics."""
+    return describe_entries(entries)
+
+
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_images(data_dir: Path, settings: Settings, run: Run) -> pd.DataFrame:
-    """Sample N images per class and describe each; unreadable files are reported."""
+def ingest_images(
+    data_dir: Path,
+    settings: Settings,
+    run: Run,
+    described: list[list[dict[str, object]]] | None = None,
+) -> pd.DataFrame:
+    """Sample N images per class and describe each (``described``: the rows of the
+    shards, in order, from :func:`describe_shard`); unreadable files are reported."""
     logger = get_run_logger()
-    images = ingest(data_dir, settings.data, settings.train.seed)
+    if described is None:
+        images = ingest(data_dir, settings.data, settings.train.seed)
+    else:
+        images = combine(described)
     images.to_csv(run.path("ingestion", "images.csv"), index=False)
     bad = unreadable(images)
     bad.to_csv(run.path("ingestion", "unreadable.csv"), index=False)

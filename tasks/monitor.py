@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
 from cxr.core.config import Settings
@@ -52,21 +51,19 @@ def decide_alert(
 
 
 @task(name="raise-drift-event", cache_policy=NO_CACHE)
-def drift_event(tag: str, kind: AlertKind, summary: DriftSummary, settings: Settings) -> dict:
-    """A Prefect event when an episode starts or ends; a retraining run when it starts
-    (if configured). Reminders are messages only."""
+def drift_event(tag: str, kind: AlertKind, summary: DriftSummary) -> dict:
+    """A Prefect event when an episode starts (``cxr.drift.detected``) or ends
+    (``cxr.drift.recovered``), about the resource ``cxr.model.<tag>``; reminders are
+    messages only. Retraining on drift is the retraining deployment's trigger on this
+    event (deploy/prefect.yaml, ``cxr deploy --retrain-on-drift``), not a call from here."""
     event = RECOVERED_EVENT if kind == "recovered" else DRIFT_EVENT
-    emit_event(
+    emitted = emit_event(
         event=event,
         resource={"prefect.resource.id": f"cxr.model.{tag}", "prefect.resource.name": tag},
         payload=summary.to_dict(),
     )
-    raised: dict[str, object] = {"kind": kind, "event": event}
-    if kind == "drift" and settings.monitor.trigger_retraining:
-        child = run_deployment(name=settings.monitor.retraining_deployment, timeout=0)
-        raised["retraining_flow_run_id"] = str(child.id)
-        get_run_logger().warning("drift: scheduled retraining run %s", child.id)
-    return raised
+    get_run_logger().info("emitted %s about cxr.model.%s", event, tag)
+    return {"kind": kind, "event": event, "event_id": str(emitted.id) if emitted else None}
 
 
 @task(name="send-alert", cache_policy=NO_CACHE)

@@ -28,6 +28,7 @@ SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA") or REPO.parent / "shared" /
 for _key in [k for k in os.environ if k.startswith("CXR_")]:
     del os.environ[_key]
 os.environ["CXR_MONITOR__REPORTS_DIR"] = str(_HOME / "monitoring-reports")  # not the repo's
+os.environ["CXR_MONITOR__WORKSPACE_DIR"] = str(_HOME / "monitoring-workspace")
 
 import pytest  # noqa: E402
 

@@ -42,6 +42,12 @@ REMOVED = {  # options measured to give no gain on this task (research/NOTES.md)
     "train.precise_bn_images", "train.early_stopping_patience",
     "train.augmentation.horizontal_flip",
 }  # fmt: skip
+REPLACED = {  # settings that Prefect's own mechanism replaced
+    "monitor.trigger_retraining": "the retraining deployment's trigger on the "
+    "cxr.drift.detected event (`cxr deploy --retrain-on-drift`)",
+    "monitor.retraining_deployment": "the retraining deployment's own trigger "
+    "(deploy/prefect.yaml)",
+}
 
 
 class _Section(BaseModel):
@@ -298,9 +304,54 @@ class MonitorConfig(_Section):
     )
     alert_retries: int = Field(default=3, ge=0, description="delivery retries after a failure")
     alert_retry_delay_s: float = Field(default=30.0, ge=0, description="wait between retries")
-    trigger_retraining: bool = False
-    retraining_deployment: str = "cxr-training/scheduled-retraining"
     reports_dir: Path = Path("monitoring/reports")
+    workspace_dir: Path = Field(
+        default=Path("monitoring/workspace"),
+        description="Evidently workspace: each drift report, one project per model name "
+        "(`cxr monitor-ui` opens it)",
+    )
+    workspace_retention_days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="runs older than this leave the workspace (about 0.35 MB each, 96 a day "
+        "at the 15-minute schedule); None keeps them all",
+    )
+
+
+class RunnerConfig(_Section):
+    """Where the training flow's tasks run: one after another in the flow's process
+    (local), or on a Dask cluster (dask: ingestion in shards, independent models at once)."""
+
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = Field(
+        default=None,
+        description="scheduler of a running Dask cluster (tcp://host:8786); unset: a local "
+        "cluster of dask_workers processes for the run",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="worker processes of a local cluster")
+    shard_images: int = Field(
+        default=500, ge=1, description="images per ingestion shard (one task each) on Dask"
+    )
+    model_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="TensorFlow threads of each Dask worker process (inter-op: 1); unset: "
+        "the machine's cores / dask_workers",
+    )
+
+
+class TimeoutsConfig(_Section):
+    """How long a task of the training flow may run: past it Prefect stops the task
+    (state TimedOut) and the flow run ends Failed."""
+
+    train_minutes: float = Field(default=720.0, gt=0, description="fitting one model")
+    stage_minutes: float = Field(
+        default=120.0,
+        gt=0,
+        description="each other task of the training flow: ingestion, validation, "
+        "preprocessing, evaluation, the OOD check, reports, explanation, gate, packaging, "
+        "promotion",
+    )
 
 
 class Settings(_Section):
@@ -318,6 +369,8 @@ class Settings(_Section):
     packaging: PackagingConfig = PackagingConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    runner: RunnerConfig = RunnerConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -419,6 +472,8 @@ def check_names(values: dict[str, Any]) -> None:
             problems.append(f"{key} is now {RENAMED[key]}")
         elif key in REMOVED:
             problems.append(f"{key} was removed (it gave no gain; see research/NOTES.md)")
+        elif key in REPLACED:
+            problems.append(f"{key} was replaced by {REPLACED[key]}")
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -20,6 +20,8 @@ class ExitCode(IntEnum):
     DRIFT = 5
     NOT_ENOUGH_DATA = 6
     ALERT_FAILED = 7
+    INTERRUPTED = 130  # 128 + SIGINT, as shells and Typer report a Ctrl-C
+    TERMINATED = 143  # 128 + SIGTERM, as schedulers expect of a job they stopped
 
 
 EXIT_CODES: dict[ExitCode, str] = {
@@ -31,6 +33,8 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.DRIFT: "monitoring found drift (alerts: one per episode and cool-down)",
     ExitCode.NOT_ENOUGH_DATA: "monitoring had too few predictions in the window to decide",
     ExitCode.ALERT_FAILED: "monitoring could not deliver an alert, even after its retries",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C (SIGINT); the Prefect flow run ends Crashed",
+    ExitCode.TERMINATED: "stopped by SIGTERM (e.g. a scheduler); the Prefect flow run ends Crashed",
 }
 
 MONITOR_STATUS_EXIT: dict[str, ExitCode] = {

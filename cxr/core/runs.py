@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -54,11 +56,21 @@ class Run:
         return target
 
     def update_json(self, name: str, **fields: Any) -> Path:
-        """Add or replace top-level fields of a JSON file in the run folder."""
+        """Add or replace top-level fields of a JSON file in the run folder. Tasks running
+        at once (on Dask workers) may update one file: a lock on the run folder makes the
+        updates take turns, and the file is replaced whole, never seen half written."""
         target = self.path(name)
-        data = json.loads(target.read_text()) if target.exists() else {}
-        data.update(fields)
-        return self.write_json(name, data)
+        folder = os.open(self.dir, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            data = json.loads(target.read_text()) if target.exists() else {}
+            data.update(fields)
+            staged = target.with_name(f".{target.name}.{os.getpid()}")
+            staged.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            os.replace(staged, target)
+        finally:
+            os.close(folder)  # releases the lock
+        return target
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path(name)

@@ -32,6 +32,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+ImageEntry = tuple[Path, str, int]  # an image to ingest: path, label, label index
+
+
 class IngestionError(DataInputError):
     """The data folder cannot be read as a dataset."""
 
@@ -102,16 +105,42 @@ def sample_paths(paths: list[Path], n: int | None, seed: int) -> list[Path]:
     return [paths[i] for i in sorted(chosen)]
 
 
-def ingest(data_dir: Path, config: DataConfig, seed: int) -> pd.DataFrame:
-    """One row per sampled image: path, label, label_index, size, mode, bytes, sha256, ..."""
+def sample_entries(data_dir: Path, config: DataConfig, seed: int) -> list[ImageEntry]:
+    """The sampled images to describe, class by class: (path, label, label_index)."""
     root = resolve_dataset_root(data_dir)
-    rows = []
-    for index, label in enumerate(config.classes):
-        for path in sample_paths(list_class_images(root, label), config.samples_per_class, seed):
-            rows.append({**describe_image(path), "label": label, "label_index": index})
-    if not rows:
+    entries = [
+        (path, label, index)
+        for index, label in enumerate(config.classes)
+        for path in sample_paths(list_class_images(root, label), config.samples_per_class, seed)
+    ]
+    if not entries:
         raise IngestionError(f"no images found under {root}")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return entries
+
+
+def shards(entries: list[ImageEntry], size: int) -> list[list[ImageEntry]]:
+    """Consecutive slices of at most ``size`` entries (the order is kept)."""
+    return [entries[start : start + size] for start in range(0, len(entries), size)]
+
+
+def describe_entries(entries: list[ImageEntry]) -> list[dict[str, object]]:
+    """The ingestion rows of some entries, one each, in their order."""
+    return [
+        {**describe_image(path), "label": label, "label_index": index}
+        for path, label, index in entries
+    ]
+
+
+def combine(parts: list[list[dict[str, object]]]) -> pd.DataFrame:
+    """The ingestion table of consecutive shards' rows: the same table, column types
+    included, as the rows described in one go."""
+    return pd.DataFrame([row for part in parts for row in part], columns=COLUMNS)
+
+
+def ingest(data_dir: Path, config: DataConfig, seed: int) -> pd.DataFrame:
+    """One row per sampled image: path, label, label_index, size, mode, bytes, sha256, ...
+    (in one go; a Dask run describes :func:`shards` of the entries on its workers)."""
+    return combine([describe_entries(sample_entries(data_dir, config, seed))])
 
 
 def unreadable(images: pd.DataFrame) -> pd.DataFrame:

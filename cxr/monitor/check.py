@@ -13,6 +13,7 @@ from cxr.core.model_store import get_stored
 from cxr.core.runs import Run
 from cxr.monitor.drift import DriftSummary, detect_drift
 from cxr.monitor.reference import REFERENCE_FILE, monitored
+from cxr.monitor.workspace import add_pass
 from cxr.serve.prediction_log import create_log_engine, now, read_predictions
 
 
@@ -54,7 +55,8 @@ def served_tag(configured: str, window: pd.DataFrame) -> str:
 
 
 def check_drift(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
-    """Compare the window with the reference; reports and ``summary.json`` go to ``run``."""
+    """Compare the window with the reference; reports and ``summary.json`` go to ``run``,
+    the report also to the Evidently workspace (``monitor.workspace_dir``)."""
     window, (start, end) = window_predictions(
         settings.serve.prediction_log_url, settings.monitor.window_minutes
     )
@@ -65,5 +67,12 @@ def check_drift(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
     summary = detect_drift(
         reference, current, config, (start.isoformat(), end.isoformat()), run.dir
     )
-    run.write_json("summary.json", {"model_tag": tag, **summary.to_dict()})
+    added = add_pass(
+        settings.monitor.workspace_dir, run.dir, run.run_id, tag, summary, current,
+        settings.data.classes[1], settings.monitor.workspace_retention_days,
+    )  # fmt: skip
+    workspace_run = None if added is None else str(added.id)  # its id in Evidently's UI
+    run.write_json(
+        "summary.json", {"model_tag": tag, **summary.to_dict(), "workspace_run": workspace_run}
+    )
     return tag, summary

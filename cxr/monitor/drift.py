@@ -32,6 +32,7 @@ NUMERIC_TEST, CATEGORICAL_TEST = "ks", "TVD"  # Evidently's stattests
 CORRECTION = "holm"
 PREDICTION_COLUMNS = ("covid_probability", "label")  # what the service answered
 OOD_COLUMN = "ood_score"
+SNAPSHOT_FILE = "drift_snapshot.json"  # the full report, Evidently's own format
 
 
 def reason_of(column: str) -> str:
@@ -212,6 +213,7 @@ def detect_drift(
     html, json_file = out_dir / "drift_report.html", out_dir / "drift_report.json"
     snapshot.save_html(str(html))  # Evidently writes nothing when given a Path
     snapshot.save_json(str(json_file))
+    (out_dir / SNAPSHOT_FILE).write_text(snapshot.dumps())  # for the workspace
     decision = decide(_snapshot_columns(snapshot), config)
     summary.status, summary.columns = decision.status, decision.columns
     summary.drifted_columns, summary.reasons = decision.drifted_columns, decision.reasons

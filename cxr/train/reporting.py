@@ -1,5 +1,5 @@
-"""Figures and tables of a run: training curves, confusion matrices, reliability diagrams,
-paper comparison."""
+"""Figures and tables of a run: training curves, confusion matrices, ROC curves,
+reliability diagrams, paper comparison."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from cxr.train.calibration import expected_calibration_error, reliability_bins  # noqa: E402
 from cxr.train.paper import DISPLAY_NAMES, TABLE2, TABLE6  # noqa: E402
@@ -46,6 +47,53 @@ def plot_confusion(name: str, confusion: dict[str, int], path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(DISPLAY_NAMES.get(name, name))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def roc_points(y_true: np.ndarray, prob: np.ndarray) -> list[dict[str, float | None]]:
+    """The ROC curve of P(COVID) (COVID positive) as rows of ``threshold`` (the lowest
+    P(COVID) called COVID; None for the first point, where nothing is), ``fpr`` and
+    ``tpr``, from (0, 0) to (1, 1). Empty when the labels hold one class only (no curve)."""
+    y_true = np.asarray(y_true).astype(int)
+    if len(np.unique(y_true)) < 2:
+        return []
+    fpr, tpr, thresholds = roc_curve(y_true, np.asarray(prob, dtype=np.float64))
+    return [
+        {"threshold": float(t) if np.isfinite(t) else None, "fpr": float(f), "tpr": float(r)}
+        for t, f, r in zip(thresholds, fpr, tpr, strict=True)
+    ]
+
+
+def plot_roc(name: str, y_true: np.ndarray, prob: np.ndarray, cutoff: float, path: Path) -> Path:
+    """ROC curve of the test split (AUC in the legend) with the operating point at the
+    P(COVID) ``cutoff`` the metrics use; with one class only, a note instead of a curve."""
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=np.float64)
+    points = roc_points(y_true, prob)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    if points:
+        auc = roc_auc_score(y_true, prob)
+        ax.plot(
+            [p["fpr"] for p in points], [p["tpr"] for p in points],
+            color="tab:blue", label=f"AUC {auc:.3f} (n = {len(y_true)})",
+        )  # fmt: skip
+        called = prob >= cutoff
+        tpr = float(called[y_true == 1].mean())
+        fpr = float(called[y_true == 0].mean())
+        ax.plot(fpr, tpr, "o", color="tab:red", label=f"cut-off {cutoff:.3g}")
+    else:
+        ax.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (Normal called COVID)")
+    ax.set_ylabel("true positive rate (COVID recall)")
+    ax.set_title(f"{DISPLAY_NAMES.get(name, name)}: ROC (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

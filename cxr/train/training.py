@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cxr.train.devices import (
     plan_training_devices,
 )
 from cxr.train.models import build_model
+from cxr.train.progress import EpochProgress, EpochReport
 
 
 @dataclass
@@ -78,11 +80,14 @@ def train_model(
     settings: Settings,
     out_dir: Path,
     baseline: TrainedModel | None = None,
+    report: Callable[[EpochReport], None] | None = None,
 ) -> TrainedModel:
     """Fit one model, save the best-validation checkpoint and restore it. With
     ``train.hybrid_backbone_from_baseline``, the hybrid starts from ``baseline``'s ResNet50.
     Where several devices are visible it trains data-parallel on all of them
-    (:mod:`cxr.train.devices`); the restored model is an ordinary one-device model."""
+    (:mod:`cxr.train.devices`); the restored model is an ordinary one-device model.
+    ``report``, when given, gets an :class:`EpochReport` as the fit starts and after each
+    epoch (:mod:`cxr.train.progress`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trainable_from: ResNetStage = "conv1"
     if name == "resnet50_lstm" and settings.train.hybrid_backbone_from_baseline:
@@ -103,6 +108,8 @@ def train_model(
         ),
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_history.csv")),
     ]
+    if report is not None:
+        callbacks.append(EpochProgress(name, len(train_y), report))
     with distribution_scope(plan):
         model = build_model(
             name,

@@ -28,6 +28,30 @@ def _artifact_keys(flow_run_id: str) -> set[str]:
         return {a.key for a in client.read_artifacts(artifact_filter=flt)}
 
 
+def _progress_and_log_lines(flow_run_id: str) -> tuple[dict[str, float], list[str]]:
+    """The progress artifacts (key: percent) and the log lines of one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    artifacts = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        type=ArtifactFilterType(any_=["progress"]),
+    )
+    logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    lines: list[str] = []
+    with get_client(sync_client=True) as client:
+        progress = {a.key: a.data for a in client.read_artifacts(artifact_filter=artifacts)}
+        while batch := client.read_logs(log_filter=logs, limit=200, offset=len(lines)):
+            lines += [log.message for log in batch]
+    return progress, lines
+
+
 def _run_dir(runs: Path) -> Path:
     (run,) = list(runs.iterdir())
     return run
@@ -40,7 +64,7 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     corrupt.write_bytes(good[:2000])
     runs = tmp_path / "runs"
     args = ["train", "--data-dir", str(small_real_dataset), *FAST, "--gate-min-score", "0"]
-    args += ["--set", "decision.cutoff_from_validation=true"]
+    args += ["--set", "decision.cutoff_from_validation=true", "--epochs", "2"]  # hybrid: 1
     result = run_cli(*args, "--runs-dir", str(runs), "--run-id", "seed-1", api_url=prefect_server)
     assert result.returncode == 0, result.stderr[-3000:]
     tags = last_json(result.stdout)
@@ -57,6 +81,9 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
         assert model["test"]["threshold"] == model["cutoff"]["value"]
         assert (run / "plots" / f"{name}_curves.png").is_file()
         assert (run / "plots" / f"{name}_confusion.png").is_file()
+        assert (run / "plots" / f"{name}_roc.png").is_file()
+        roc = pd.read_csv(run / "plots" / f"{name}_roc.csv")
+        assert roc["fpr"].iloc[[0, -1]].tolist() == [0, 1] and roc["tpr"].is_monotonic_increasing
     assert metrics["gate"]["passed"] is True and metrics["synthetic"] is False
     assert metrics["split_sizes"] == {"train": 48, "val": 6, "test": 6}
     assert 0 < metrics["wall_seconds"] < 1200
@@ -68,6 +95,19 @@ def test_flow_validates_trains_gates_and_packages(prefect_server, small_real_dat
     assert {"ingestion-summary", "data-validation", "split", "paper-comparison"} <= published
     assert "gate" in published
     assert {"resnet50-lstm-training-curves", "lstm-confusion-matrix", "package"} <= published
+    assert {"lstm-roc-curve", "resnet50-lstm-roc-curve", "resnet50-lstm-roc-points"} <= published
+    # each epoch: a line in the run's log and a step of the model's progress artifact
+    progress, lines = _progress_and_log_lines(metrics["prefect_flow_run_id"])
+    assert progress == {
+        f"{n}-training-progress": 100.0 for n in ("resnet50", "resnet50-lstm", "lstm")
+    }
+    epochs = {"resnet50": 2, "resnet50_lstm": 1, "lstm": 2}  # the hybrid: fine_tune_epochs
+    for name, total in epochs.items():
+        done = [line for line in lines if line.startswith(f"{name} epoch ")]
+        assert [line.split(":")[0] for line in done] == [
+            f"{name} epoch {i}/{total}" for i in range(1, total + 1)
+        ]
+        assert all(" val_accuracy " in line and line.endswith(" images/s") for line in done)
 
     split = (run / "split.csv").read_text()
     assert "COVID-corrupt.png" not in split and split.count("\n") == 61

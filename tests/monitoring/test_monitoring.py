@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from cxr.serve.server_process import start_server
-from tests.conftest import REPO, TUBERCULOSIS, last_json, real_images, run_cli
-from tests.monitoring.conftest import forget_episode
+from tests.conftest import REPO, TUBERCULOSIS, real_images, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -128,27 +127,44 @@ def test_deployments_are_registered_with_schedules(prefect_api, tmp_path) -> Non
     assert monitor.parameters["window_minutes"] == 60
 
 
-@pytest.mark.real_data
-def test_drift_can_schedule_a_retraining_run(prefect_api, packaged_model, tmp_path) -> None:
+def test_retraining_on_drift_is_the_deployment_trigger_with_a_concurrency_limit(
+    prefect_api, tmp_path
+) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    assert run_cli("deploy", "--data-dir", str(tmp_path), api_url=prefect_api).returncode == 0
-    forget_episode(prefect_api, packaged_model)  # retraining starts with an episode
-    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    _serve_and_send(packaged_model, log_url, sorted(TUBERCULOSIS.glob("*.png"))[40:80])
-    result = run_cli(
-        "monitor", "--model", packaged_model, "--log-url", log_url, "--trigger-retraining",
-        api_url=prefect_api,
-    )  # fmt: skip
-    assert result.returncode == 5, result.stderr[-3000:]
-    child = last_json(result.stdout)["alert"]
-    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
-        run = client.read_flow_run(child["retraining_flow_run_id"])
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(
-                name=DeploymentFilterName(any_=["scheduled-retraining"])
-            )
-        )
-    assert run.id in {r.id for r in runs} and run.state.is_scheduled()
+    def automations() -> list:
+        with (
+            temporary_settings({PREFECT_API_URL: prefect_api}),
+            get_client(sync_client=True) as client,
+        ):
+            (retrain,) = [d for d in client.read_deployments() if d.name == "scheduled-retraining"]
+            owned = client.read_resource_related_automations(f"prefect.deployment.{retrain.id}")
+        return retrain, owned
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("packaging:\n  model_name: ward-classifier\n")
+    deploy = ["deploy", "--data-dir", str(tmp_path), "--config", str(config)]
+    assert run_cli(*deploy, api_url=prefect_api).returncode == 0
+    retrain, (trigger,) = automations()
+    assert not trigger.enabled  # off unless asked for
+    assert retrain.global_concurrency_limit.limit == 1
+    assert retrain.concurrency_options.collision_strategy == "CANCEL_NEW"
+    assert retrain.parameters["config_file"] == str(config.resolve())
+
+    result = run_cli(*deploy, "--retrain-on-drift", api_url=prefect_api)
+    assert result.returncode == 0 and "retraining on drift: on" in result.stdout, result.stderr
+    retrain, (trigger,) = automations()  # registered again: replaced, not added
+    assert trigger.enabled and trigger.trigger.expect == {"cxr.drift.detected"}
+    assert trigger.trigger.match.model_dump() == {
+        "prefect.resource.id": "cxr.model.ward-classifier:*"
+    }
+    (action,) = trigger.actions
+    assert action.type == "run-deployment" and action.deployment_id == retrain.id
+    assert action.parameters is None  # the deployment's own: its data folder as it is then
+
+    removed = run_cli("monitor", "--trigger-retraining", api_url=prefect_api)
+    assert removed.returncode == 2 and "cxr deploy --retrain-on-drift" in removed.stderr
+    config.write_text("monitor:\n  trigger_retraining: true\n")
+    refused = run_cli(*deploy, api_url=prefect_api)
+    assert refused.returncode == 2 and "monitor.trigger_retraining was replaced" in refused.stderr
