@@ -50,7 +50,7 @@ from cxr.serve.http_guards import (
     default_host,
     install_strict_multipart,
 )
-from cxr.serve.prediction_log import create_log_engine, log_prediction, log_rejection
+from cxr.serve.prediction_log import PredictionWriter, create_log_engine, log_rejection
 from cxr.serve.scale import model_resources
 
 SERVE = load_settings().serve
@@ -125,6 +125,7 @@ class XRayClassifier:
         detector = load_detector(Path(self.stored.path_of(DETECTOR_FILE)))
         self.ood = detector.summary() if detector else None  # None: packaged before the check
         self.log = create_log_engine(SERVE.prediction_log_url)
+        self.writer = PredictionWriter(self.log)  # group commit; each answer waits for its row
         if MODEL_IN_FRONT:
             served = ServedModel(self.model_tag, SERVE.max_batch_size, SERVE.model_threads)
             self.model = LocalModel(
@@ -233,9 +234,7 @@ class XRayClassifier:
         }
         latency_ms = (time.perf_counter() - started) * 1000
         row = {k: v for k, v in answer.items() if k != "request_id"} | stats
-        await anyio.to_thread.run_sync(
-            log_prediction, self.log, {**row, "request_id": request_id, "latency_ms": latency_ms}
-        )
+        await self.writer.log({**row, "request_id": request_id, "latency_ms": latency_ms})
         return answer
 
     async def _infer_rows(self, batch: np.ndarray) -> np.ndarray:

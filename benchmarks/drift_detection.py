@@ -51,7 +51,12 @@ from cxr.core.inference import Predictor  # noqa: E402
 from cxr.core.model_store import PackagedModel, load_model  # noqa: E402
 from cxr.core.ood import OUT_OF_DISTRIBUTION, verdicts  # noqa: E402
 from cxr.core.preprocessing import decode_image, to_model_input  # noqa: E402
-from cxr.monitor.reference import build_reference, monitored, split_predictions  # noqa: E402
+from cxr.monitor.reference import (  # noqa: E402
+    build_reference,
+    monitored,
+    split_predictions,
+    training_statistics,
+)
 from cxr.train.evaluation import wilson_interval  # noqa: E402
 
 app = typer.Typer()
@@ -139,8 +144,9 @@ def reference_of(packaged: PackagedModel, run_dir: Path, data: Path) -> pd.DataF
         rows[["path", "ood_score", "in_distribution"]].to_csv(val_ood, index=False)
     images = pd.read_csv(run_dir / "ingestion" / "images.csv")
     return build_reference(
-        images, split_predictions(predictions, name), packaged.classes, packaged.cutoff
-    )
+        images, split_predictions(predictions, name), packaged.classes, packaged.cutoff,
+        training_statistics(images, pd.read_csv(run_dir / "split.csv")),
+    )  # fmt: skip
 
 
 def window(
@@ -224,6 +230,13 @@ def main(
     run_dir: Annotated[Path | None, typer.Option(help="reuse this run (with --model-tag)")] = None,
     model_tag: Annotated[str | None, typer.Option(help="the run's packaged model")] = None,
     output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+    window_seed: Annotated[
+        int | None,
+        typer.Option(help="seed of the windows (default --seed): choose on one, report another"),
+    ] = None,
+    training_statistics: Annotated[
+        bool, typer.Option(help="the reference's image statistics include the training split's")
+    ] = True,
 ) -> None:
     """Train (or reuse) a demo model on real images, then replay windows; print a table."""
     started = time.perf_counter()
@@ -248,14 +261,19 @@ def main(
             frame.to_csv(cache / f"served_{key}.csv", index=False)
         reference.to_csv(cache / "reference.csv", index=False)
     scored_minutes = (time.perf_counter() - started) / 60 - train_minutes
+    if not training_statistics and "part" in reference:
+        reference = reference.loc[reference["part"] == "evaluation"].reset_index(drop=True)
+    window_seed = seed if window_seed is None else window_seed
     config = load_settings("demo", environ={}).monitor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = replay(reference, pools, config, windows, window_size, seed)
+        rows = replay(reference, pools, config, windows, window_size, window_seed)
     report = {
         "model_tag": model_tag,
         "run_dir": str(run_dir),
         "reference_rows": len(reference),
+        "reference_rows_with_predictions": int(reference["covid_probability"].notna().sum()),
+        "window_seed": window_seed,
         "reference_rows_with_ood_score": int(reference.get("ood_score", pd.Series()).notna().sum()),
         "unseen_images": len(pools["unseen"]),
         "tuberculosis_images": len(pools["tb"]),

@@ -80,12 +80,18 @@ def extract(
         name: [data / p.split("/pool/", 1)[1] for p in split.loc[split["split"] == name, "path"]]
         for name in ("train", "val", "test")
     }
-    with tempfile.TemporaryDirectory() as folder:
-        holdout = make_holdout(
-            data / RELEASE, Path(folder) / "h", unseen, seed, settings.data.classes,
-            settings.preprocess.near_duplicate_distance,
-        )  # fmt: skip
-        files["unseen"] = sorted(p.resolve() for p in Path(holdout["unseen"]).rglob("*.png"))
+    listed = run_dir / "ood_variants_unseen.txt"
+    if listed.exists():
+        files["unseen"] = [Path(p) for p in listed.read_text().split("\n") if p]
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            holdout = make_holdout(
+                data / RELEASE, Path(folder) / "h", unseen, seed, settings.data.classes,
+                settings.preprocess.near_duplicate_distance,
+            )  # fmt: skip
+            found = Path(holdout["unseen"]).rglob("*.png")
+            files["unseen"] = sorted(p.resolve() for p in found)
+        listed.write_text("\n".join(map(str, files["unseen"])))
     files["tb"] = sorted((data / "TB_Chest_Radiography_Database" / "Tuberculosis").glob("*.png"))
     blobs = {k: [Path(p).read_bytes() for p in v] for k, v in files.items()}
     non = {**photographs(), **text_pages(20, seed), **noise_images(20, seed)}
@@ -99,6 +105,10 @@ def extract(
             [list(image_statistics(g).values()) for g in grays], np.float64
         )
         cache[f"{key}/input"] = x[..., 0].reshape(len(x), -1)
+        s = x.shape[1]
+        cache[f"{key}/input8"] = (
+            x[..., 0].reshape(len(x), 8, s // 8, 8, s // 8).mean(axis=(2, 4)).reshape(len(x), -1)
+        )
         outs = [network.predict_on_batch(x[i : i + 32]) for i in range(0, len(x), 32)]
         cache[f"{key}/prob"] = np.concatenate([np.asarray(o[0]).reshape(-1) for o in outs])
         for j, name in enumerate(names):
@@ -106,6 +116,10 @@ def extract(
             if maps.ndim == 4:
                 cache[f"{key}/{name}/mean"] = maps.mean(axis=(1, 2))
                 cache[f"{key}/{name}/std"] = maps.std(axis=(1, 2))
+                n, h, w, c = maps.shape
+                if h >= 2:  # a 2x2 grid of region means: the film's layout
+                    grid = maps[:, : h // 2 * 2, : w // 2 * 2].reshape(n, 2, h // 2, 2, w // 2, c)
+                    cache[f"{key}/{name}/grid"] = grid.mean(axis=(2, 4)).reshape(n, -1)
             else:
                 cache[f"{key}/{name}/mean"] = maps.reshape(len(maps), -1)
         if key == "train":
@@ -177,8 +191,8 @@ def _feature(cache: dict, key: str, spec: str) -> np.ndarray:
             parts.append(s)
         elif item == "instats":
             parts.append(_input_stats(cache[f"{key}/input"]))
-        elif item == "input":
-            parts.append(cache[f"{key}/input"])
+        elif item in ("input", "input8"):
+            parts.append(cache[f"{key}/{item}"])
         else:
             stage, pool = item.rsplit(":", 1) if ":" in item else (item, "mean")
             if pool == "ms":
@@ -280,6 +294,13 @@ def compare(
         "maha conv2+instats": ("conv2_block3_out+instats", "maha-z"),
         "maha conv2 ms+instats": ("conv2_block3_out:ms+instats", "maha-z"),
         "maha conv1+conv2 ms": ("conv1_relu:ms+conv2_block3_out:ms", "maha-z"),
+        "maha conv1 grid": ("conv1_relu:grid", "maha"),
+        "maha conv2 grid": ("conv2_block3_out:grid", "maha"),
+        "maha conv3 grid": ("conv3_block4_out:grid", "maha"),
+        "knn5 conv2 grid": ("conv2_block3_out:grid", "knn5"),
+        "maha input8": ("input8", "maha"),
+        "maha input8+instats": ("input8+instats", "maha-z"),
+        "maha conv2+input8+instats": ("conv2_block3_out+input8+instats", "maha-z"),
     }
     wanted = [n for n in only.split(",") if n] or list(singles)
     computed = {}
@@ -299,6 +320,14 @@ def compare(
         "max(conv2 ms, conv3 ms, instats)": ["maha conv2 ms", "maha conv3 ms", "maha instats"],
         "max(knn5 conv2, instats)": ["knn5 conv2", "maha instats"],
         "max(conv2 ms, input)": ["maha conv2 ms", "maha input"],
+        "max(conv2 grid, instats)": ["maha conv2 grid", "maha instats"],
+        "max(conv2, input8)": ["maha conv2", "maha input8"],
+        "max(conv2, input8, instats)": ["maha conv2", "maha input8", "maha instats"],
+        "max(conv2, input8+instats)": ["maha conv2", "maha input8+instats"],
+        "max(conv2 grid, input8, instats)": ["maha conv2 grid", "maha input8", "maha instats"],
+        "max(conv1 grid, conv2 grid, instats)": ["maha conv1 grid", "maha conv2 grid",
+                                                 "maha instats"],
+        "max(conv2, conv2 grid, instats)": ["maha conv2", "maha conv2 grid", "maha instats"],
     }
     for name, members in combos.items():
         if all(m in computed for m in members):

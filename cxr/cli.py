@@ -514,8 +514,12 @@ def deploy(
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             _fail(PipelineError(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}"))
+    from cxr.run_states import save_lost_heartbeat_automation
+
+    lost = save_lost_heartbeat_automation()  # a run whose process died silently: Crashed
     trigger = "on" if retrain_on_drift else "off (--retrain-on-drift turns it on)"
     typer.echo(f"registered {', '.join(params)} on work pool {pool}")
+    typer.echo(f"saved automation {lost.name!r} (after {lost.trigger.within} without one)")
     typer.echo(f"retraining on drift: {trigger}; one retraining at a time")
     typer.echo(f"start a worker with:\n  prefect worker start --pool {pool}")
 

@@ -17,6 +17,14 @@ it are done here:
   ``$PREFECT_HOME``'s database for ever and the command hung on connection retries. The
   server is started here, before the flow, with SIGINT blocked (a child inherits the
   signal mask), so only the command sees the Ctrl-C; it still stops the server at exit.
+
+A run whose process dies without a word (SIGKILL, the out-of-memory killer, a lost
+machine, a process worker stopped by SIGTERM or Ctrl-C, which kills its flow-run
+processes outright) cannot record its own end. Prefect's flow engine sends a heartbeat
+event every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (180) from every flow run;
+:func:`save_lost_heartbeat_automation` saves Prefect's own answer to the silence on the
+server, an automation that marks a run Crashed once its heartbeats stop
+(``cxr deploy`` saves it).
 """
 
 from __future__ import annotations
@@ -25,9 +33,16 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cxr.core.errors import ExitCode, PipelineError
+
+if TYPE_CHECKING:
+    from prefect.automations import Automation
+
+LOST_HEARTBEAT = "cxr: crash flow runs whose heartbeats stopped"
+HEARTBEATS_MISSED = 3  # Prefect's guide waits three heartbeats
+FINAL_EVENTS = ["Completed", "Failed", "TimedOut", "Cancelled", "Crashed"]
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
@@ -71,3 +86,56 @@ def timed_out(error: TimeoutError) -> PipelineError:
         "Failed. If it was still making progress, raise timeouts.train_minutes (training) "
         "or timeouts.stage_minutes (any other stage), e.g. --set timeouts.stage_minutes=240"
     )
+
+
+def lost_heartbeat_automation(heartbeat_seconds: float | None = None) -> Automation:
+    """Prefect's automation that sets a flow run Crashed when neither a heartbeat nor a
+    final state came within ``HEARTBEATS_MISSED`` heartbeats of its last one
+    (``heartbeat_seconds``: default Prefect's ``flows.heartbeat_frequency``)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+    from prefect.settings import get_current_settings
+
+    seconds = heartbeat_seconds or get_current_settings().flows.heartbeat_frequency or 180
+    within = timedelta(seconds=HEARTBEATS_MISSED * seconds)
+    return Automation(
+        name=LOST_HEARTBEAT,
+        description="A flow run whose process died without reporting (SIGKILL, out of "
+        "memory, a lost machine or worker) stops sending heartbeats: mark it Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat"}
+            | {f"prefect.flow-run.{name}" for name in FINAL_EVENTS},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {within.total_seconds():.0f} s: the flow run's "
+                "process died without reporting (killed, out of memory, machine or worker "
+                "lost).",
+            )
+        ],
+    )
+
+
+def save_lost_heartbeat_automation(heartbeat_seconds: float | None = None) -> Automation:
+    """Create or update :func:`lost_heartbeat_automation` on the server in
+    ``PREFECT_API_URL`` (one of that name)."""
+    automation = lost_heartbeat_automation(heartbeat_seconds)
+    try:
+        saved = type(automation).read(name=LOST_HEARTBEAT)
+    except ValueError:  # none of that name yet
+        return automation.create()
+    automation.id = saved.id
+    automation.update()
+    return automation

@@ -30,7 +30,12 @@ def drift_check(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
         "drift-summary",
         f"## {summary.headline()}\n\n- model: `{tag}`\n- window: {summary.window_start} to "
         f"{summary.window_end}\n- reference rows: {summary.reference_rows}\n"
-        f"- report: `{summary.report_html}`\n",
+        f"- report: `{summary.report_html}`\n"
+        + (
+            f"- in Evidently's UI (`cxr monitor-ui`): project `{tag.partition(':')[0]}`\n"
+            if summary.report_html
+            else ""
+        ),
         f"monitoring run {run.run_id}",
     )
     if summary.columns:

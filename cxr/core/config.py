@@ -311,10 +311,10 @@ class MonitorConfig(_Section):
         "(`cxr monitor-ui` opens it)",
     )
     workspace_retention_days: float | None = Field(
-        default=30.0,
+        default=7.0,
         gt=0,
         description="runs older than this leave the workspace (about 0.35 MB each, 96 a day "
-        "at the 15-minute schedule); None keeps them all",
+        "at the 15-minute schedule; the UI reads them all when first opened); None keeps all",
     )
 
 

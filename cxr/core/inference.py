@@ -24,6 +24,28 @@ if TYPE_CHECKING:
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
+INPUT_STATISTICS = "input_statistics"  # a tap: intensity statistics of the model input
+HISTOGRAM_BINS = 16
+
+
+def input_statistics(images: keras.KerasTensor) -> keras.KerasTensor:
+    """Statistics of each model input (N, S, S, 3) in [0, 1], first channel: mean, standard
+    deviation, the share of pixels in each of 16 equal intensity bins, the entropy of
+    those shares (bits) and the share below 0.04 (black); (N, 20) float32."""
+    import keras
+    from keras import ops
+
+    pixels = images.shape[1] * images.shape[2]
+    gray = ops.reshape(ops.cast(images[..., 0], "float32"), (-1, pixels))
+    bins = ops.cast(ops.clip(ops.floor(gray * HISTOGRAM_BINS), 0, HISTOGRAM_BINS - 1), "int32")
+    shares = ops.mean(ops.one_hot(bins, HISTOGRAM_BINS), axis=1)
+    entropy = -ops.sum(shares * ops.log(ops.maximum(shares, 1e-12)), axis=1) / float(np.log(2))
+    dark = ops.mean(ops.cast(gray < 0.04, "float32"), axis=1)
+    columns = [ops.mean(gray, axis=1)[:, None], ops.std(gray, axis=1)[:, None], shares,
+               entropy[:, None], dark[:, None]]  # fmt: skip
+    return keras.ops.concatenate(columns, axis=-1)
+
+
 def _pooled(tensor: keras.KerasTensor) -> keras.KerasTensor:
     """Average a feature map over space (or a sequence over steps); float32."""
     import keras
@@ -37,14 +59,20 @@ def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
     """A two-output model over ``model``'s own layers: (P(COVID), features). A name
     ``"<nested>/<layer>"`` taps the output of a layer inside a nested model (the ResNet50
     backbone's stages); any other name taps the input of that layer of ``model``. Taps
-    are averaged over space or steps, cast to float32 and concatenated. With nested taps,
+    are averaged over space or steps, cast to float32 and concatenated;
+    ``INPUT_STATISTICS`` taps the input's intensity statistics. With nested taps,
     the chain of ``model``'s layers (the three networks are chains) is called again with
     the nested model exposing its inner outputs: same layers, same weights."""
     import keras
 
     nested = [name.split("/", 1) for name in layers if "/" in name]
     if not nested:
-        taps = [_pooled(model.get_layer(name).input) for name in layers]
+        taps = [
+            input_statistics(model.inputs[0])
+            if name == INPUT_STATISTICS
+            else _pooled(model.get_layer(name).input)
+            for name in layers
+        ]
         features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=-1)
         return keras.Model(
             model.inputs, [model.outputs[0], features], name=f"{model.name}_features"
@@ -62,7 +90,10 @@ def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
             found.update({f"{layer.name}/{n}": m for n, m in zip(inner, maps, strict=True)})
         else:
             x = layer(x)
-    taps = [_pooled(found[name]) for name in layers]
+    taps = [
+        input_statistics(inputs) if name == INPUT_STATISTICS else _pooled(found[name])
+        for name in layers
+    ]
     features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=-1)
     return keras.Model(inputs, [x, features], name=f"{model.name}_features")
 

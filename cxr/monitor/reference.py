@@ -36,11 +36,22 @@ def split_predictions(predictions_dir: Path, model: str) -> pd.DataFrame:
 
 
 def build_reference(
-    images: pd.DataFrame, test_predictions: pd.DataFrame, classes: list[str], cutoff: float
+    images: pd.DataFrame,
+    test_predictions: pd.DataFrame,
+    classes: list[str],
+    cutoff: float,
+    statistics_only: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Test images' statistics joined with the model's test probabilities (and, when
     ``test_predictions`` has them, its OOD scores and flags: the label is then
-    ``out_of_distribution`` where the detector refuses the image, as the service says)."""
+    ``out_of_distribution`` where the detector refuses the image, as the service says).
+
+    ``statistics_only`` (the training split's rows of the ingestion table) adds rows with
+    the image statistics alone: those do not depend on the model, so the training images
+    are as good a sample of the population as the others and make the statistics' tests
+    steadier; their model columns stay empty (the model was fitted to them: its
+    probabilities and OOD scores there are biased), and each test reads a column's
+    non-empty rows. ``part`` says which rows are which."""
     merged = test_predictions.merge(images[["path", *IMAGE_COLUMNS]], on="path", how="left")
     if merged[IMAGE_COLUMNS].isna().any().any():
         raise ValueError("reference: some test images are missing from the ingestion table")
@@ -50,15 +61,29 @@ def build_reference(
     if "in_distribution" in ood:
         ood["in_distribution"] = ood["in_distribution"].astype(bool)
         labels = labels.where(ood["in_distribution"], OUT_OF_DISTRIBUTION)
-    return pd.DataFrame(
+    reference = pd.DataFrame(
         {
             "covid_probability": merged["covid_probability"],
             "label": labels,
             "actual_label": [classes[int(i)] for i in merged["label_index"]],
             **ood,
             **{column: merged[column] for column in IMAGE_COLUMNS},
+            "part": "evaluation",
         }
     )
+    if statistics_only is None or statistics_only.empty:
+        return reference
+    extra = statistics_only[IMAGE_COLUMNS].assign(
+        actual_label=statistics_only["label"].to_numpy(), part="training_statistics"
+    )
+    return pd.concat([reference, extra], ignore_index=True)
+
+
+def training_statistics(images: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """The ingestion table's rows of the training split (``split.csv``): the rows that
+    ``build_reference`` adds with their image statistics alone."""
+    train = set(split.loc[split["split"] == "train", "path"])
+    return images.loc[images["path"].isin(train)].reset_index(drop=True)
 
 
 def monitored(

@@ -2,7 +2,8 @@
 
 SQLite in WAL mode by default; any SQLAlchemy URL (PostgreSQL through psycopg, e.g.
 ``postgresql://user:password@host:5432/cxr``) by configuration. Each answered request is one
-committed row before the answer is returned.
+committed row before the answer is returned (:class:`PredictionWriter` commits the rows of
+concurrent requests together, in one transaction).
 
 The schema is managed by Alembic (revisions in ``migrations/versions``): every engine made
 by :func:`create_log_engine` first brings its database to the newest revision, in one
@@ -14,6 +15,10 @@ then upgraded in place.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -178,6 +183,55 @@ def log_prediction(engine: sa.Engine, row: dict[str, Any]) -> None:
     """Insert one answered prediction and commit."""
     with engine.begin() as connection:
         connection.execute(predictions.insert().values(created_at=now(), **row))
+
+
+class PredictionWriter:
+    """Group commit of answered predictions: :meth:`log` returns once its row is
+    committed; rows that arrive while a commit runs go into the next transaction, written
+    by one background thread (one insert of many rows instead of one commit per request).
+    A group that fails is written row by row, so only a bad row's request fails."""
+
+    MAX_GROUP = 256
+    _COLUMNS = [column.name for column in predictions.columns if column.name != "id"]
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], concurrent.futures.Future]]
+        self._queue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="prediction-log", daemon=True).start()
+
+    async def log(self, row: dict[str, Any]) -> None:
+        """Queue one answered prediction and wait until it is committed."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        full = {name: row.get(name) for name in self._COLUMNS} | {"created_at": now()}
+        self._queue.put((full, done))
+        await asyncio.wrap_future(done)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(predictions.insert(), rows)
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._insert([row for row, _ in group])
+            except Exception:  # noqa: BLE001  (each row again, alone, below)
+                for row, done in group:
+                    try:
+                        self._insert([row])
+                    except Exception as error:  # noqa: BLE001  (the request answers 500)
+                        done.set_exception(error)
+                    else:
+                        done.set_result(None)
+            else:
+                for _, done in group:
+                    done.set_result(None)
 
 
 def log_rejection(

@@ -1,8 +1,9 @@
 """Fitting of the out-of-distribution detector (:mod:`cxr.core.ood`) of a trained model:
-Mahalanobis distance under a Ledoit-Wolf shrunk covariance of the training split's
-features, with the threshold that keeps ``keep_share`` of the validation split. Then the
-share of the test split the detector would refuse (the gate still scores every test
-image by its raw verdict)."""
+one component per feature tap, each the Mahalanobis distance under a Ledoit-Wolf shrunk
+covariance of the training split's features, normalised by its own threshold on the
+validation split; the detector's threshold keeps ``keep_share`` of the validation split
+under the largest normalised score. Then the share of the test split the detector would
+refuse (the gate still scores every test image by its raw verdict)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import keras
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from cxr.core.inference import Predictor
-from cxr.core.ood import OODDetector, default_layers
+from cxr.core.inference import Predictor, feature_model
+from cxr.core.ood import Component, OODDetector, default_layers
 from cxr.train.evaluation import wilson_interval
 
 FEATURE_BATCH = 32
@@ -29,6 +30,22 @@ def choose_threshold(val_scores: np.ndarray, keep_share: float) -> float:
     return float(scores[index])
 
 
+def tap_widths(model: keras.Model, layers: Sequence[str]) -> list[int]:
+    """The width of each tap's slice of the feature vector (from the graph, no data)."""
+    return [int(feature_model(model, [layer]).outputs[1].shape[-1]) for layer in layers]
+
+
+def mahalanobis_component(name: str, start: int, train_features: np.ndarray) -> Component:
+    """Mahalanobis distance to the training mean of ``train_features`` (n, d) under the
+    Ledoit-Wolf shrunk covariance; scale 1 until the validation split sets it."""
+    covariance = LedoitWolf().fit(train_features)
+    return Component(
+        name=name, kind="mahalanobis", start=start, stop=start + train_features.shape[1],
+        centres=covariance.location_[None].astype(np.float64),
+        precision=covariance.precision_.astype(np.float64),
+    )  # fmt: skip
+
+
 def fit_detector(
     model: keras.Model,
     train_x: np.ndarray,
@@ -36,19 +53,20 @@ def fit_detector(
     keep_share: float,
     layers: Sequence[str] | None = None,
 ) -> OODDetector:
-    """Fit on the training split's features, threshold on the validation split's."""
+    """Fit each tap's component on the training split's features; scale each by its own
+    threshold on the validation split, then threshold their maximum there."""
     layers = list(layers or default_layers(model))
     predictor = Predictor(model, FEATURE_BATCH, layers)
     train_features = predictor.outputs(train_x)[1]
-    covariance = LedoitWolf().fit(train_features)
-    detector = OODDetector(
-        layers=layers,
-        mean=covariance.location_.astype(np.float64),
-        precision=covariance.precision_.astype(np.float64),
-        threshold=float("inf"),
-        keep_share=keep_share,
-    )
-    detector.threshold = choose_threshold(detector.score(predictor.outputs(val_x)[1]), keep_share)
+    val_features = predictor.outputs(val_x)[1]
+    components, start = [], 0
+    for layer, width in zip(layers, tap_widths(model, layers), strict=True):
+        component = mahalanobis_component(layer, start, train_features[:, start : start + width])
+        component.scale = choose_threshold(component.raw(val_features), keep_share)
+        components.append(component)
+        start += width
+    detector = OODDetector(layers=layers, components=components, keep_share=keep_share)
+    detector.threshold = choose_threshold(detector.score(val_features), keep_share)
     return detector
 
 

@@ -48,7 +48,7 @@ def test_run_fits_ships_and_applies_the_detector(prefect_server, small_real_data
         test = ood["test"]
         assert test["n"] == model["test"]["n"] == 6 and 0 <= test["refused"] <= 6
         assert test["refused_share"] == test["refused"] / 6
-    assert metrics["models"]["resnet50_lstm"]["ood"]["feature_dim"] == 256
+    assert metrics["models"]["resnet50_lstm"]["ood"]["feature_dim"] == 256 + 20  # + input stats
     assert "Out-of-distribution check" in (run / "comparison.md").read_text()
 
     stored = get_stored(tag)
@@ -60,7 +60,10 @@ def test_run_fits_ships_and_applies_the_detector(prefect_server, small_real_data
     assert packaged.detector.threshold == metrics["models"]["resnet50_lstm"]["ood"]["threshold"]
     # the run's checkpoint finds the same detector in the run folder
     checkpoint = load_any(str(run / "models" / "resnet50_lstm.keras"))
-    np.testing.assert_array_equal(checkpoint.detector.mean, packaged.detector.mean)
+    for ours, shipped in zip(
+        checkpoint.detector.components, packaged.detector.components, strict=True
+    ):
+        np.testing.assert_array_equal(ours.centres, shipped.centres)
 
     predictor = Predictor(packaged.model, 4, packaged.detector.layers)
     x = preprocess_image(_noise_png(), packaged.image_size)[None]

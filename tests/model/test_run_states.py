@@ -40,10 +40,11 @@ def _wait_for(found: Callable[[], str | None], process: subprocess.Popen[str]) -
         if (value := found()) is not None:
             return value
         if process.poll() is not None:
-            pytest.fail(f"cxr train ended early ({process.returncode}):\n{process.stdout.read()}")
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"the process ended early ({process.returncode}):\n{output}")
         time.sleep(0.5)
     process.kill()
-    pytest.fail("cxr train never reached its training task")
+    pytest.fail("the run never got where the test waits for it")
 
 
 def _stop(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
@@ -86,7 +87,8 @@ def test_sigterm_during_training_ends_the_run_crashed(
 
     client = get_client(sync_client=True)
     before = {run.id for run in client.read_flow_runs()}
-    process = _start_training(demo_data, tmp_path, {**os.environ, "PREFECT_API_URL": prefect_server})
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    process = _start_training(demo_data, tmp_path, env)
 
     def training_run() -> str | None:
         for run in client.read_flow_runs():
@@ -129,14 +131,15 @@ def test_ctrl_c_on_the_temporary_server_ends_the_run_crashed(
             except sqlite3.OperationalError:  # tables not created yet
                 return []
 
-    def training_task() -> str | None:
-        found = states("select name, state_type from task_run")
-        return next((n for n, s in found if n.startswith("train-") and s == "RUNNING"), None)
+    def running_task() -> str | None:  # a Ctrl-C soon after the start, the flow in a task
+        return next((n for n, s in states("select name, state_type from task_run")), None)
 
-    _wait_for(training_task, process)
+    _wait_for(running_task, process)
     code, output = _stop(process, signal.SIGINT)
     assert code == ExitCode.INTERRUPTED, output[-3000:]
-    runs = states("select state_type, state_message from flow_run")
+    runs = states(
+        "select s.type, s.message from flow_run r join flow_run_state s on s.id = r.state_id"
+    )
     assert runs == [("CRASHED", "Execution was aborted by an interrupt signal.")], output[-3000:]
     assert ("RUNNING",) not in {(s,) for _, s in states("select name, state_type from task_run")}
 
@@ -163,3 +166,55 @@ def test_a_stage_past_its_timeout_fails_the_run_timed_out(
     [ingest] = client.read_task_runs(flow_run_filter=flt)
     assert ingest.name.startswith("ingest") and ingest.state.name == "TimedOut"
     assert ingest.state.message == "Task run exceeded timeout of 0.06 second(s)"
+
+
+SILENT_FLOW = """
+import time
+from prefect import flow
+
+@flow(name="cxr-silent-death")
+def nap() -> None:
+    time.sleep(600)
+
+nap()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_without_a_word_is_crashed_by_the_heartbeat_automation(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the process no chance to report: the automation `cxr deploy` saves
+    marks the run Crashed once its heartbeats stop (here after 3 x 10 s)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.objects import StateType
+
+    from cxr.run_states import save_lost_heartbeat_automation
+
+    client = get_client(sync_client=True)
+    named = FlowFilter(name=FlowFilterName(any_=["cxr-silent-death"]))
+    automation = save_lost_heartbeat_automation(heartbeat_seconds=10)
+    assert save_lost_heartbeat_automation(heartbeat_seconds=10).id == automation.id  # one
+    script = tmp_path / "silent.py"
+    script.write_text(SILENT_FLOW)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    process = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
+
+    def running() -> str | None:
+        runs = client.read_flow_runs(flow_filter=named)
+        return next((str(run.id) for run in runs if run.state.is_running()), None)
+
+    try:
+        run_id = _wait_for(running, process)
+        process.kill()  # SIGKILL: no state can be reported
+        process.wait(timeout=30)
+        deadline = time.time() + 90
+        while time.time() < deadline and not client.read_flow_run(run_id).state.is_final():
+            time.sleep(1)
+        state = client.read_flow_run(run_id).state
+        assert state.type == StateType.CRASHED, state
+        assert state.message.startswith("No heartbeat for 30 s")
+    finally:
+        process.kill()
+        automation.delete()  # other tests' long runs beat every 180 s, not 10

@@ -27,8 +27,10 @@ import pytest
 from cxr.core.config import load_settings
 from cxr.core.runs import Run
 from cxr.monitor.check import check_drift, load_reference
+from cxr.monitor.drift import DriftSummary
 from cxr.monitor.workspace import (
     TAB,
+    add_pass,
     added_at,
     open_project,
     project_name,
@@ -205,12 +207,21 @@ def test_runs_older_than_the_retention_leave_the_workspace(tmp_path: Path) -> No
     before = datetime.now(UTC) - timedelta(seconds=1)
     for _ in range(2):
         workspace.add_run(project.id, window_snapshot(current, "COVID"))
+    after = datetime.now(UTC) + timedelta(seconds=10)  # uuid7 runs ahead 1 ms per id in a burst
     runs = workspace.list_runs(project.id)
-    assert len(runs) == 2 and all(before <= added_at(run) <= datetime.now(UTC) for run in runs)
+    assert len(runs) == 2 and all(before <= added_at(run) <= after for run in runs)
     later = datetime.now(UTC) + timedelta(days=2)
     assert prune(workspace, project.id, 3.0, later) == 0
     assert prune(workspace, project.id, None, later) == 0
     assert prune(workspace, project.id, 1.0, later) == 2 and workspace.list_runs(project.id) == []
+
+
+def test_a_window_without_a_report_adds_no_run(tmp_path: Path) -> None:
+    window = ("2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00")
+    summary = DriftSummary("not_enough_data", *window, 3, reference_rows=80, min_rows=30)
+    current = pd.DataFrame({"label": ["COVID"] * 3})
+    added = add_pass(tmp_path / "ws", tmp_path, "r1", "cxr:v1", summary, current, "COVID")
+    assert added is None and not (tmp_path / "ws").exists()
 
 
 def test_monitor_ui_without_a_workspace_is_a_clear_error(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_non_radiographs_are_answered_out_of_distribution_and_logged(
     client, log = ood_server
     info = client.post("/info", json={}).json()
     threshold = info["ood_check"]["threshold"]
-    assert info["ood_check"]["keep_share"] == 0.975 and info["ood_check"]["feature_dim"] == 256
+    assert info["ood_check"]["keep_share"] == 0.975 and info["ood_check"]["feature_dim"] == 276
     real = real_images("COVID", 3, offset=100) + real_images("Normal", 3, offset=100)
     uploads = {path.name: path.read_bytes() for path in real} | non_radiographs()
     served = {name: _predict(client, data, name) for name, data in uploads.items()}
