@@ -85,6 +85,18 @@ def raw_speed(tag: str, repeats: int = 30) -> dict[str, float]:
     }
 
 
+def _batches(url: str) -> tuple[float, float]:
+    """(batches, requests in them) of the model so far, from BentoML's
+    ``bentoml_service_adaptive_batch_size`` histogram at ``/metrics``."""
+    count = total = 0.0
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_count"):
+            count += float(line.split()[-1])
+        elif line.startswith("bentoml_service_adaptive_batch_size_sum"):
+            total += float(line.split()[-1])
+    return count, total
+
+
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` and its descendants."""
     total = 0.0
@@ -169,11 +181,13 @@ def served(
                 httpx.post(f"{server.url}/predict", files={"image": ("w.png", images[0])})
             engine = create_log_engine(log_url)
             for clients, seconds in runs:
-                before = count_rows(engine)["predictions"]
+                before, batches = count_rows(engine)["predictions"], _batches(server.url)
                 result = asyncio.run(
                     _drive(server.url, images, clients, seconds, server.process.pid)
                 )
                 result["logged_rows"] = count_rows(engine)["predictions"] - before
+                count, total = (b - a for a, b in zip(batches, _batches(server.url), strict=True))
+                result["mean_batch"] = round(total / count, 1) if count else None
                 result["batching"], result["front_workers"] = batching, front_workers
                 typer.echo(json.dumps(result))
                 results.append(result)

@@ -14,7 +14,8 @@ T = TypeVar("T", bound=Task[Any, Any])
 
 def timed(task: T, settings: Settings) -> T:
     """``task`` with Prefect's ``timeout_seconds``: ``timeouts.train_minutes`` for the
-    training task, ``timeouts.stage_minutes`` for any other."""
+    training task, ``timeouts.stage_minutes`` for any other (the flow wraps ingestion,
+    training, evaluation, packaging and promotion)."""
     limits = settings.timeouts
     minutes = limits.train_minutes if task.name == "train" else limits.stage_minutes
     return task.with_options(timeout_seconds=minutes * 60)

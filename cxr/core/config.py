@@ -240,16 +240,22 @@ class ServeConfig(_Section):
     )
     prediction_log_url: str = "sqlite:///monitoring/predictions.db"
     front_workers: int = Field(
-        default=1, ge=1, description="HTTP front processes (XRayClassifier): decoding, logging"
+        default=1,
+        ge=1,
+        description="HTTP front processes (XRayClassifier): decoding, logging; each runs "
+        "the model itself unless model_workers > 1 or model_gpus",
     )
     model_workers: int = Field(
-        default=1, ge=1, description="model runner processes (ModelRunner), one model each"
+        default=1,
+        ge=1,
+        description="model runner processes (ModelRunner), one model each; 1 and no GPU: "
+        "no separate runner, the model runs in each front process (no second HTTP hop)",
     )
     model_threads: int | None = Field(
         default=None,
         ge=1,
-        description="TensorFlow intra-op threads per model runner process (inter-op: 1); "
-        "unset: TensorFlow's default, every core",
+        description="TensorFlow intra-op threads per process holding the model (inter-op: "
+        "1); unset: TensorFlow's default, every core",
     )
     model_gpus: int = Field(
         default=0, ge=0, description="GPUs given to the model runner (CUDA_VISIBLE_DEVICES)"
@@ -348,9 +354,8 @@ class TimeoutsConfig(_Section):
     stage_minutes: float = Field(
         default=120.0,
         gt=0,
-        description="each other task of the training flow: ingestion, validation, "
-        "preprocessing, evaluation, the OOD check, reports, explanation, gate, packaging, "
-        "promotion",
+        description="each of the training flow's ingestion, evaluation, packaging and "
+        "promotion tasks",
     )
 
 

@@ -202,6 +202,8 @@ class PredictionWriter:
 
     async def log(self, row: dict[str, Any]) -> None:
         """Queue one answered prediction and wait until it is committed."""
+        if unknown := set(row) - set(self._COLUMNS):
+            raise ValueError(f"not columns of the prediction log: {sorted(unknown)}")
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         full = {name: row.get(name) for name in self._COLUMNS} | {"created_at": now()}
         self._queue.put((full, done))

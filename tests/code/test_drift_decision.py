@@ -9,8 +9,13 @@ import pytest
 
 from cxr.core.config import MonitorConfig, load_settings
 from cxr.core.errors import ConfigError
-from cxr.monitor.drift import column_p_values, decide, holm
-from cxr.monitor.reference import split_predictions
+from cxr.monitor.drift import column_p_values, decide, detect_drift, holm
+from cxr.monitor.reference import (
+    IMAGE_COLUMNS,
+    build_reference,
+    split_predictions,
+    training_statistics,
+)
 
 COLUMNS = [
     "covid_probability", "mean_intensity", "std_intensity", "entropy", "sharpness",
@@ -99,3 +104,44 @@ def test_the_reference_takes_validation_rows_with_the_test_rows_columns(tmp_path
     assert rows["path"].tolist() == ["t0", "t1"] and rows["ood_score"].notna().all()
     write("m_val_ood.csv", ["v0"], ood_score=[3.0])
     assert split_predictions(tmp_path, "m")["ood_score"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_training_rows_join_the_reference_for_the_image_statistics_alone(tmp_path) -> None:
+    stats = {c: 1.0 for c in IMAGE_COLUMNS if c not in ("mode",)} | {"mode": "L"}
+    images = pd.DataFrame(
+        {"path": ["t0", "t1", "a", "b", "c"], "label": ["COVID", "Normal"] * 2 + ["COVID"],
+         **stats}
+    ).assign(entropy=[7.0, 7.1, 6.0, 6.5, 6.9])  # fmt: skip
+    split = pd.DataFrame({"path": ["t0", "t1", "a", "b", "c"],
+                          "split": ["test", "test", "train", "train", "val"]})  # fmt: skip
+    training = training_statistics(images, split)
+    assert training["path"].tolist() == ["a", "b"]  # the training split only
+    predictions = pd.DataFrame(
+        {"path": ["t0", "t1"], "label_index": [1, 0], "covid_probability": [0.9, 0.2],
+         "ood_score": [0.5, 0.7], "in_distribution": [True, True]}
+    )  # fmt: skip
+    reference = build_reference(images, predictions, ["Normal", "COVID"], 0.5, training)
+    assert reference["part"].tolist() == ["evaluation"] * 2 + ["training_statistics"] * 2
+    assert reference["entropy"].tolist() == [7.0, 7.1, 6.0, 6.5]  # statistics of all four
+    for column in ("covid_probability", "ood_score", "label"):  # the model's: two rows only
+        assert reference[column].notna().sum() == 2, column
+    # each column is tested on its own non-empty rows, in Evidently's report as here
+    rng = np.random.default_rng(5)
+    n = 40
+    big = build_reference(
+        pd.DataFrame({"path": [f"p{i}" for i in range(3 * n)], "label": "COVID", **stats})
+        .assign(entropy=rng.normal(7, 0.3, 3 * n)),
+        pd.DataFrame({"path": [f"p{i}" for i in range(n)], "label_index": 1,
+                      "covid_probability": rng.random(n), "ood_score": rng.gamma(2, 1, n),
+                      "in_distribution": True}),
+        ["Normal", "COVID"], 0.5,
+        pd.DataFrame({"path": [f"p{i}" for i in range(n, 3 * n)], "label": "COVID", **stats})
+        .assign(entropy=rng.normal(7, 0.3, 2 * n)),
+    )  # fmt: skip
+    current = big.iloc[:n].assign(entropy=rng.normal(7, 0.3, n)).drop(columns="part")
+    config = MonitorConfig()
+    direct = {c["column"]: c["p_value"] for c in column_p_values(big, current, config)}
+    summary = detect_drift(big, current, config, ("", ""), tmp_path)
+    for column in summary.columns:
+        assert column["p_value"] == pytest.approx(direct[column["column"]], rel=1e-9)
+    assert summary.reference_rows == 3 * n

@@ -14,11 +14,13 @@ import pytest
 from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
-# 1 epoch at 32 px stays far below the gate's 0.95: both runs are rejected (exit code 4)
-# and nothing is packaged, so the comparison costs two short trainings
+# The gate judges the LSTM baseline: 1 epoch at 32 px stays far below its 0.95, so both
+# runs are rejected (exit code 4) and nothing is packaged. Each model starts from the
+# seed, whatever else trains: the default runner trains the LSTM alone, the Dask run all
+# three (the ResNet50 baseline and the LSTM at once, then the hybrid from the baseline).
 ARGS = ["--profile", "demo", "--image-size", "32", "--epochs", "1"]
 ARGS += ["--set", "data.min_images_per_class=5", "--set", "train.fine_tune_epochs=1"]
-ARGS += ["--set", "packaging.model_name=cxr-dask-check"]
+ARGS += ["--set", "gate.model=lstm", "--set", "packaging.model_name=cxr-dask-check"]
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_dask_runner_gives_the_default_runners_split_hashes_and_gate(
 ) -> None:
     runs = tmp_path / "runs"
     base = ["train", "--data-dir", str(small_real_dataset), *ARGS, "--runs-dir", str(runs)]
-    local = run_cli(*base, "--run-id", "local", api_url=prefect_server)
+    local = run_cli(*base, "--run-id", "local", "--model", "lstm", api_url=prefect_server)
     assert local.returncode == 4, local.stderr[-3000:]
     address = dask_client.scheduler.address
     on_dask = ["--task-runner", "dask", "--dask-address", address]

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -189,6 +192,7 @@ def test_a_run_killed_without_a_word_is_crashed_by_the_heartbeat_automation(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.client.schemas.objects import StateType
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     from cxr.run_states import save_lost_heartbeat_automation
 
@@ -207,7 +211,16 @@ def test_a_run_killed_without_a_word_is_crashed_by_the_heartbeat_automation(
 
     try:
         run_id = _wait_for(running, process)
-        process.kill()  # SIGKILL: no state can be reported
+
+        def heartbeat() -> str | None:  # stored, so the server has seen it
+            beats = EventFilter(  # occurred.until: now
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            )
+            return "beat" if client.read_events(beats, limit=1).events else None
+
+        _wait_for(heartbeat, process)
+        process.kill()  # SIGKILL after its first heartbeat: no state can be reported
         process.wait(timeout=30)
         deadline = time.time() + 90
         while time.time() < deadline and not client.read_flow_run(run_id).state.is_final():
@@ -218,3 +231,81 @@ def test_a_run_killed_without_a_word_is_crashed_by_the_heartbeat_automation(
     finally:
         process.kill()
         automation.delete()  # other tests' long runs beat every 180 s, not 10
+
+
+class DroppingProxy:
+    """A TCP proxy to the Prefect API that cuts the first events websocket
+    (``/api/events/in``) ``after`` seconds into it, as a load balancer or a restarting
+    server would."""
+
+    def __init__(self, upstream: str, after: float) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.upstream, self.after, self.events_connections = (parts.hostname, parts.port), after, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.upstream)
+            first = client.recv(65536)
+            server.sendall(first)
+            if first.startswith(b"GET /api/events/in"):
+                self.events_connections += 1
+                if self.events_connections == 1:
+                    threading.Timer(self.after, _cut, (client, server)).start()
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    _cut(source, sink)
+
+
+def _cut(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+@pytest.mark.slow
+def test_prefect_sends_an_event_again_after_its_connection_drops(prefect_server: str) -> None:
+    """The drift and promotion events need no retry loop of ours: Prefect's events
+    client reconnects and sends again what the server had not confirmed."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    proxy = DroppingProxy(prefect_server, after=1.0)
+    try:
+        with temporary_settings({PREFECT_API_URL: proxy.url}):
+            emit_event("cxr.test.warm-up", resource={"prefect.resource.id": "cxr.test"})
+            time.sleep(2)  # the proxy has cut the connection meanwhile
+            sent = emit_event("cxr.test.after-drop", resource={"prefect.resource.id": "cxr.test"})
+            EventsWorker.drain_all(timeout=60)
+    finally:
+        proxy.close()
+    assert sent is not None and proxy.events_connections >= 2  # it did reconnect
+    client = get_client(sync_client=True)
+    names = EventNameFilter(name=["cxr.test.warm-up", "cxr.test.after-drop"])
+    deadline, stored = time.time() + 30, []
+    while time.time() < deadline and len(stored) < 2:
+        stored = client.read_events(EventFilter(event=names), limit=10).events
+        time.sleep(0.5)
+    assert sorted(event.event for event in stored) == ["cxr.test.after-drop", "cxr.test.warm-up"]
+    assert sent.id in {event.id for event in stored}
