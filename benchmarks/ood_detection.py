@@ -42,7 +42,7 @@ from cxr.environment import apply_defaults  # noqa: E402
 apply_defaults()  # as the cxr command sets them
 
 from cxr.core.inference import Predictor  # noqa: E402
-from cxr.core.model_store import PackagedModel, load_model  # noqa: E402
+from cxr.core.model_store import PackagedModel, load_any, load_model  # noqa: E402
 from cxr.core.ood import verdicts  # noqa: E402
 from cxr.core.preprocessing import preprocess_image  # noqa: E402
 from cxr.train.evaluation import wilson_interval  # noqa: E402
@@ -286,7 +286,7 @@ def main(
         run_dir, model_tag = Path(result["run_dir"]), result["model_tag"]
         packaged = load_model(model_tag)
     else:
-        packaged = refit(load_model(model_tag), run_dir, data)
+        packaged = refit(load_any(model_tag), run_dir, data)  # a tag or a run's .keras
     train_minutes = (time.perf_counter() - started) / 60
     listed = (run_dir / "ood_benchmark_unseen.txt").read_text().split("\n")
     unseen_images = [Path(p).read_bytes() for p in listed if p]
@@ -328,7 +328,10 @@ def main(
         "per_class": per_class,
         "unseen_per_class": unseen,
         "image_size": packaged.image_size,
-        "gated_test_accuracy": metrics["models"][gated]["test"]["accuracy"],
+        "gated_test_accuracy": metrics.get("models", {})
+        .get(gated, {})
+        .get("test", {})
+        .get("accuracy", float("nan")),
         "train_and_package_minutes": round(train_minutes, 2),
         "sets": rows,
         "non_radiographs_by_kind": {k: f"{f}/{n}" for k, (f, n) in kinds.items()},

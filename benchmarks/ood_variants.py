@@ -69,11 +69,11 @@ def extract(
     from benchmarks.ood_detection import noise_images, photographs, text_pages
     from cxr.core.config import load_settings
     from cxr.core.image_stats import image_statistics
-    from cxr.core.model_store import load_model
+    from cxr.core.model_store import load_any
     from cxr.core.preprocessing import decode_image, to_model_input
     from cxr.data.holdout import make_holdout
 
-    packaged = load_model(model_tag)
+    packaged = load_any(model_tag)
     settings = load_settings("demo", environ={})
     split = pd.read_csv(run_dir / "split.csv")
     files = {

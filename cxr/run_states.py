@@ -19,9 +19,10 @@ it are done here:
   signal mask), so only the command sees the Ctrl-C; it still stops the server at exit.
 
 A run whose process dies without a word (SIGKILL, the out-of-memory killer, a lost
-machine, a process worker stopped by SIGTERM or Ctrl-C, which kills its flow-run
-processes outright) cannot record its own end. Prefect's flow engine sends a heartbeat
-event every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (180) from every flow run;
+machine; with Prefect 3.9.1 also a process worker stopped by SIGTERM or Ctrl-C, whose
+flow-run processes end without reporting) cannot record its own end. Prefect's flow
+engine sends a heartbeat event every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (180)
+from every flow run;
 :func:`save_lost_heartbeat_automation` saves Prefect's own answer to the silence on the
 server, an automation that marks a run Crashed once its heartbeats stop
 (``cxr deploy`` saves it).

@@ -243,6 +243,7 @@ class DroppingProxy:
 
         parts = urlsplit(upstream)
         self.upstream, self.after, self.events_connections = (parts.hostname, parts.port), after, 0
+        self.cut = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}{parts.path}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -259,9 +260,13 @@ class DroppingProxy:
             if first.startswith(b"GET /api/events/in"):
                 self.events_connections += 1
                 if self.events_connections == 1:
-                    threading.Timer(self.after, _cut, (client, server)).start()
+                    threading.Timer(self.after, self._cut_first, (client, server)).start()
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def _cut_first(self, *sockets: socket.socket) -> None:
+        _cut(*sockets)
+        self.cut.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -295,7 +300,8 @@ def test_prefect_sends_an_event_again_after_its_connection_drops(prefect_server:
     try:
         with temporary_settings({PREFECT_API_URL: proxy.url}):
             emit_event("cxr.test.warm-up", resource={"prefect.resource.id": "cxr.test"})
-            time.sleep(2)  # the proxy has cut the connection meanwhile
+            assert proxy.cut.wait(timeout=60)  # the warm-up's connection is gone
+            time.sleep(1)
             sent = emit_event("cxr.test.after-drop", resource={"prefect.resource.id": "cxr.test"})
             EventsWorker.drain_all(timeout=60)
     finally:
