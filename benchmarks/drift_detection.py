@@ -9,12 +9,15 @@ it cries wolf on the population it was trained for.
    class of the rest, with the OOD benchmark's settings (``benchmarks/ood_detection.py``).
    ``--run-dir`` and ``--model-tag`` reuse a run instead (its ``unseen`` list is saved).
 2. Builds the monitoring reference as packaging does (``split_predictions`` +
-   ``build_reference``: validation + test rows), scoring the validation images' OOD
-   score through the packaged detector where the run did not save it.
+   ``build_reference``: validation + test rows, and the training split's rows for the
+   image statistics alone; ``--no-training-statistics`` leaves those out), scoring the
+   validation images' OOD score through the packaged detector where the run did not
+   save it.
 3. Computes each image's served row ONCE (calibrated P(COVID), label, image statistics,
    OOD score: what the service logs) for the unseen COVID/Normal images and the
    Tuberculosis films.
-4. Replays ``--windows`` seeded windows of ``--window-size`` requests per condition,
+4. Replays ``--windows`` windows seeded by ``--window-seed`` (choose settings on one
+   seed, report another) of ``--window-size`` requests per condition,
    resampled with replacement: unseen COVID/Normal only (false alarms), and Tuberculosis
    at 100%, 50% and 25% of the window's traffic (the rest unseen COVID/Normal). Each
    window's per-column p-values come from Evidently's own stattests (KS, chi-square; the

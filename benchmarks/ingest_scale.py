@@ -76,7 +76,9 @@ def ingest_rounds(planned: list[list[ImageEntry]], repeat: int) -> tuple[float, 
 @app.command()
 def main(
     workers: Annotated[list[int] | None, typer.Option(help="worker counts (repeatable)")] = None,
-    shard_images: Annotated[int, typer.Option(help="images per shard task")] = 100,
+    shard_images: Annotated[
+        int, typer.Option(help="images per shard task (default: runner.shard_images)")
+    ] = RunnerConfig().shard_images,
     repeat: Annotated[int, typer.Option(help="rounds per worker count (best kept)")] = 2,
 ) -> None:
     counts = workers or [1, 2]

@@ -9,7 +9,12 @@ from prefect.cache_policies import NO_CACHE
 from cxr.core.config import Settings
 from cxr.core.ood import DETECTOR_FILE
 from cxr.core.runs import Run
-from cxr.monitor.reference import REFERENCE_FILE, build_reference, split_predictions
+from cxr.monitor.reference import (
+    REFERENCE_FILE,
+    build_reference,
+    split_predictions,
+    training_statistics,
+)
 from cxr.train.packaging import package
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_markdown
@@ -33,8 +38,9 @@ def package_model(
         update={"decision": settings.decision.model_copy(update={"cutoff": cutoff})}
     )
     predictions = split_predictions(run.path("predictions"), trained.name)  # test (+ val)
+    training = training_statistics(images, pd.read_csv(run.path("split.csv")))  # stats only
     reference = build_reference(
-        images, predictions, settings.data.classes, settings.decision.cutoff
+        images, predictions, settings.data.classes, settings.decision.cutoff, training
     )
     reference_file = run.path(REFERENCE_FILE)
     reference.to_csv(reference_file, index=False)

@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 from distributed import Worker, WorkerPlugin
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
@@ -45,6 +44,8 @@ def prefect_api_url() -> str:
     configured = PREFECT_API_URL.value()
     if configured:
         return configured
+    from prefect.server.api.server import SubprocessASGIServer  # the server app: only here
+
     server = SubprocessASGIServer()  # one per process: the flow's client finds it running
     server.start()
     return server.api_url
