@@ -1,6 +1,6 @@
 """Ingestion and perceptual hashing of all of ``../shared/data`` on Dask: 1 vs 2 workers.
 
-    .venv/bin/python benchmarks/ingest_scale.py                  # about 3 min on 2 cores
+    .venv/bin/python benchmarks/ingest_scale.py                  # about 3 min on 2 cores (README)
     .venv/bin/python benchmarks/ingest_scale.py --workers 1 --workers 2 --workers 4
 
 Every image of the shared data (the release's COVID and Normal folders and the
