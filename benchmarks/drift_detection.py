@@ -9,10 +9,10 @@ it cries wolf on the population it was trained for.
    class of the rest, with the OOD benchmark's settings (``benchmarks/ood_detection.py``).
    ``--run-dir`` and ``--model-tag`` reuse a run instead (its ``unseen`` list is saved).
 2. Builds the monitoring reference as packaging does (``split_predictions`` +
-   ``build_reference``: validation + test rows, and the training split's rows for the
-   image statistics alone; ``--no-training-statistics`` leaves those out), scoring the
-   validation images' OOD score through the packaged detector where the run did not
-   save it.
+   ``build_reference``: validation + test rows; ``--training-statistics`` adds the
+   training split's rows for the image statistics alone, which packaging does not),
+   scoring the validation images' OOD score through the packaged detector where the run
+   did not save it.
 3. Computes each image's served row ONCE (calibrated P(COVID), label, image statistics,
    OOD score: what the service logs) for the unseen COVID/Normal images and the
    Tuberculosis films.
@@ -239,7 +239,7 @@ def main(
     ] = None,
     training_statistics: Annotated[
         bool, typer.Option(help="the reference's image statistics include the training split's")
-    ] = True,
+    ] = False,
 ) -> None:
     """Train (or reuse) a demo model on real images, then replay windows; print a table."""
     started = time.perf_counter()
@@ -292,7 +292,8 @@ def main(
         "conditions": rows,
     }  # fmt: skip
     typer.echo(
-        f"\nmodel {model_tag}: reference {report['reference_rows']} rows (validation + test), "
+        f"\nmodel {model_tag}: reference {report['reference_rows']} rows "
+        f"({report['reference_rows_with_predictions']} validation + test), "
         f"{report['unseen_images']} unseen COVID/Normal and {report['tuberculosis_images']} "
         f"Tuberculosis images; monitored: {', '.join(report['monitored'])}; Holm at "
         f"{config.family_p_value}\n"

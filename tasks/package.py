@@ -9,12 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from cxr.core.config import Settings
 from cxr.core.ood import DETECTOR_FILE
 from cxr.core.runs import Run
-from cxr.monitor.reference import (
-    REFERENCE_FILE,
-    build_reference,
-    split_predictions,
-    training_statistics,
-)
+from cxr.monitor.reference import REFERENCE_FILE, build_reference, split_predictions
 from cxr.train.packaging import package
 from cxr.train.training import TrainedModel
 from tasks.artifacts import publish_markdown
@@ -38,9 +33,8 @@ def package_model(
         update={"decision": settings.decision.model_copy(update={"cutoff": cutoff})}
     )
     predictions = split_predictions(run.path("predictions"), trained.name)  # test (+ val)
-    training = training_statistics(images, pd.read_csv(run.path("split.csv")))  # stats only
     reference = build_reference(
-        images, predictions, settings.data.classes, settings.decision.cutoff, training
+        images, predictions, settings.data.classes, settings.decision.cutoff
     )
     reference_file = run.path(REFERENCE_FILE)
     reference.to_csv(reference_file, index=False)

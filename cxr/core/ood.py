@@ -190,7 +190,7 @@ def default_layers(model: keras.Model) -> list[str]:
     separated Tuberculosis films and non-radiographs from unseen COVID/Normal films far
     better than the last stage or the penultimate layer (AUROC 0.85 and 0.99 against
     0.53 and 0.57), and the input statistics' own score lifted the Tuberculosis AUROC to
-    0.90 (benchmarks/ood_detection.py, benchmarks/ood_variants.py)."""
+    0.90 (benchmarks/ood_detection.py, research/ood_variants.py)."""
     names = [layer.name for layer in model.layers]
     first = f"{BACKBONE_LAYER}/{BACKBONE_TAP}" if BACKBONE_LAYER in names else HEAD_LAYER
     return [first, INPUT_STATISTICS]

@@ -1,7 +1,7 @@
 """Compare out-of-distribution scores on one trained demo model, from cached features.
 
-    .venv/bin/python benchmarks/ood_variants.py extract --run-dir runs/<id> --model-tag <tag>
-    .venv/bin/python benchmarks/ood_variants.py compare --run-dir runs/<id>
+    .venv/bin/python research/ood_variants.py extract --run-dir runs/<id> --model-tag <tag>
+    .venv/bin/python research/ood_variants.py compare --run-dir runs/<id>
 
 ``extract`` runs the packaged model once over the run's train/val/test splits, the unseen
 COVID/Normal images (``benchmarks/ood_detection.py``'s holdout, recreated by seed), the
@@ -325,8 +325,11 @@ def compare(
         "max(conv2, input8, instats)": ["maha conv2", "maha input8", "maha instats"],
         "max(conv2, input8+instats)": ["maha conv2", "maha input8+instats"],
         "max(conv2 grid, input8, instats)": ["maha conv2 grid", "maha input8", "maha instats"],
-        "max(conv1 grid, conv2 grid, instats)": ["maha conv1 grid", "maha conv2 grid",
-                                                 "maha instats"],
+        "max(conv1 grid, conv2 grid, instats)": [
+            "maha conv1 grid",
+            "maha conv2 grid",
+            "maha instats",
+        ],
         "max(conv2, conv2 grid, instats)": ["maha conv2", "maha conv2 grid", "maha instats"],
     }
     for name, members in combos.items():
