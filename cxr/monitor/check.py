@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from cxr.monitor.drift import DriftSummary, detect_drift
 from cxr.monitor.reference import REFERENCE_FILE, monitored
 from cxr.monitor.workspace import add_pass
 from cxr.serve.prediction_log import create_log_engine, now, read_predictions
+
+logger = logging.getLogger(__name__)
 
 
 def load_reference(model_tag: str) -> tuple[str, pd.DataFrame]:
@@ -67,11 +70,16 @@ def check_drift(settings: Settings, run: Run) -> tuple[str, DriftSummary]:
     summary = detect_drift(
         reference, current, config, (start.isoformat(), end.isoformat()), run.dir
     )
-    added = add_pass(
-        settings.monitor.workspace_dir, run.dir, run.run_id, tag, summary, current,
-        settings.data.classes[1], settings.monitor.workspace_retention_days,
-    )  # fmt: skip
-    workspace_run = None if added is None else str(added.id)  # its id in Evidently's UI
+    try:  # the dashboard must not cost the alert: a full or read-only disk is logged
+        added = add_pass(
+            settings.monitor.workspace_dir, run.dir, run.run_id, tag, summary, current,
+            settings.data.classes[1], settings.monitor.workspace_retention_days,
+        )  # fmt: skip
+        workspace_run = None if added is None else str(added.id)  # its id in Evidently's UI
+    except OSError as error:
+        logger.error("the drift report was not added to the Evidently workspace %s: %s",
+                     settings.monitor.workspace_dir, error)  # fmt: skip
+        workspace_run = None
     run.write_json(
         "summary.json", {"model_tag": tag, **summary.to_dict(), "workspace_run": workspace_run}
     )

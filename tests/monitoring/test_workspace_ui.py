@@ -228,3 +228,20 @@ def test_monitor_ui_without_a_workspace_is_a_clear_error(tmp_path: Path) -> None
     result = run_cli("monitor-ui", "--workspace", str(tmp_path / "none"))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no Evidently workspace" in result.stderr and "cxr monitor" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_a_workspace_that_cannot_be_written_costs_the_dashboard_not_the_verdict(
+    workspace: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = workspace["root"]
+    blocked = root / "not-a-folder"
+    blocked.write_text("a file where the workspace should be")
+    _, reference = load_reference(workspace["tag"])
+    rows = reference.sample(40, replace=len(reference) < 40, random_state=1)
+    shifted = rows.assign(mean_intensity=rows["mean_intensity"] + 60, label="COVID")
+    with caplog.at_level("ERROR", logger="cxr.monitor.check"):
+        summary = _pass(workspace["tag"], shifted, root / "blocked", blocked)
+    assert summary["status"] == "drift" and summary["workspace_run"] is None
+    assert "not added to the Evidently workspace" in caplog.text
