@@ -54,11 +54,14 @@ def _stop(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str
     """Send ``sig`` to the command's whole process group (as Ctrl-C or a scheduler
     does); its exit status and output."""
     os.killpg(process.pid, sig)
-    try:
-        output, _ = process.communicate(timeout=120)
+    try:  # generous: on a loaded CI machine the shutdown flushes logs and stops servers
+        output, _ = process.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"cxr train still running 120 s after {sig.name}")
+        output, _ = process.communicate()
+        pytest.fail(
+            f"cxr train still running 240 s after {sig.name}; it printed:\n{output[-4000:]}"
+        )
     return process.returncode, output
 
 
