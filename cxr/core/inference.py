@@ -112,9 +112,16 @@ class Predictor:
         self.sizes = tuple(s for s in BATCH_SIZES if s < max_batch_size) + (max_batch_size,)
 
     def warm_up(self, image_size: int) -> None:
-        """Compile every padded batch size now, so that no request pays for it."""
+        """Compile every padded batch size now, so that no request pays for it. On
+        TensorFlow, Keras traces the predict step with ``reduce_retracing``: after the
+        warm-up it takes any batch size, so later batches run unpadded (JAX compiles each
+        shape: there they stay padded)."""
+        import keras
+
         for size in self.sizes:
             self._predict(np.zeros((size, image_size, image_size, 3), np.float32))
+        if keras.backend.backend() == "tensorflow":
+            self.sizes = tuple(range(1, self.sizes[-1] + 1))
 
     def _predict(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self.model.predict_on_batch(padded)

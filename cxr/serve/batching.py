@@ -106,14 +106,7 @@ class ServedModel:
         self.detector = self.packaged.detector  # None: packaged before the OOD check
         layers = self.detector.layers if self.detector else ()
         self.predict = Predictor(self.packaged.model, max_batch_size, layers)
-        self.predict.warm_up(self.packaged.image_size)
-        import keras  # here: importing the service does not start the backend
-
-        if keras.backend.backend() == "tensorflow":
-            # Keras traces TensorFlow's predict step with reduce_retracing: after the
-            # warm-up's second size it takes any batch size, so a batch of 9 needs no
-            # padding to 16 (JAX compiles each shape: there, batches stay padded)
-            self.predict.sizes = tuple(range(1, max_batch_size + 1))
+        self.predict.warm_up(self.packaged.image_size)  # then unpadded on TensorFlow
 
     def rows(self, batch: np.ndarray) -> np.ndarray:
         """One row per preprocessed image of ``batch``: P(COVID), OOD score, in
