@@ -35,7 +35,13 @@ from cxr.core.dicom import NotARadiographError, UnsupportedTransferSyntaxError, 
 from cxr.core.explain import heat_from_probabilities, occluded_inputs, overlay_png
 from cxr.core.image_stats import image_statistics
 from cxr.core.model_store import read_serving_info
-from cxr.core.ood import DETECTOR_FILE, OUT_OF_DISTRIBUTION, as_answer, load_detector
+from cxr.core.ood import (
+    DETECTOR_FILE,
+    OUT_OF_DISTRIBUTION,
+    as_answer,
+    in_colour,
+    load_detector,
+)
 from cxr.core.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -174,10 +180,8 @@ class XRayClassifier:
                 "modality": header.modality, "view_position": header.view_position,
                 "manufacturer": header.manufacturer, "bits_stored": header.bits_stored,
             }  # fmt: skip
-        return to_model_input(gray, self.image_size), {
-            **stats,
-            **image_statistics(gray),
-        }
+        stats["colour"] = decoded.colour  # not logged: a colour image is out of distribution
+        return to_model_input(gray, self.image_size), {**stats, **image_statistics(gray)}
 
     async def _rows(self, chunk: np.ndarray, attempts: int = 3) -> np.ndarray:
         """The model's rows (P(COVID), OOD score, in distribution) of a batch of at most
@@ -222,6 +226,8 @@ class XRayClassifier:
             ctx.response.status_code = rejected.status
             return JSONResponse({"error": rejected.message, "request_id": request_id})
         probability, ood_score, in_distribution = await self._infer(x)
+        if in_colour(stats.pop("colour")) and in_distribution:
+            in_distribution = False  # a colour image is no radiograph, whatever its score
         probability = float(calibrate(probability, self.temperature))  # the cut-off's scale
         verdict = self.classes[int(probability >= self.threshold)]
         answer = {
@@ -255,7 +261,7 @@ class XRayClassifier:
         upload and same 4xx answers as /predict; not written to the prediction log."""
         request_id = uuid.uuid4().hex
         try:
-            x = (await anyio.to_thread.run_sync(self._prepare, Path(image)))[0]
+            x, stats = await anyio.to_thread.run_sync(self._prepare, Path(image))
         except Rejected as rejected:
             ctx.response.status_code = rejected.status
             return JSONResponse({"error": rejected.message, "request_id": request_id})
@@ -265,6 +271,8 @@ class XRayClassifier:
         png = await anyio.to_thread.run_sync(overlay_png, x, explanation)
         share = explanation.border_share
         flag = as_answer(rows[0, 2]) if rows.shape[1] > 2 else None  # the image's OOD check
+        if flag and in_colour(stats["colour"]):
+            flag = 0.0  # as /predict: a colour image is no radiograph
         verdict = self.classes[int(explanation.predicted_covid)]
         headers = {
             "X-Covid-Probability": f"{explanation.covid_probability:.6f}",

@@ -44,7 +44,7 @@ apply_defaults()  # as the cxr command sets them
 from cxr.core.inference import Predictor  # noqa: E402
 from cxr.core.model_store import PackagedModel, load_any, load_model  # noqa: E402
 from cxr.core.ood import verdicts  # noqa: E402
-from cxr.core.preprocessing import preprocess_image  # noqa: E402
+from cxr.core.preprocessing import decode_image, to_model_input  # noqa: E402
 from cxr.train.evaluation import wilson_interval  # noqa: E402
 
 app = typer.Typer()
@@ -123,8 +123,10 @@ def score(packaged: PackagedModel, images: list[bytes]) -> tuple[np.ndarray, np.
     two-output path and its detector, after the one preprocessing function."""
     detector = packaged.detector
     predictor = Predictor(packaged.model, 32, detector.layers)
-    x = np.stack([preprocess_image(data, packaged.image_size) for data in images])
-    scores, flags = verdicts(detector, predictor.outputs(x)[1], len(x))
+    decoded = [decode_image(data) for data in images]
+    x = np.stack([to_model_input(d.gray, packaged.image_size) for d in decoded])
+    colour = np.array([d.colour for d in decoded])
+    scores, flags = verdicts(detector, predictor.outputs(x)[1], len(x), colour)
     return scores, flags == 0.0
 
 

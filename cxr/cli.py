@@ -236,6 +236,8 @@ def explain(
 ) -> None:
     """Write an occlusion heat map of what drove the model's score, over the model input
     (65 forward passes); print the answer it explains, as the service's /predict."""
+    import numpy as np
+
     from cxr.core.calibration import calibrate
     from cxr.core.config import load_settings
     from cxr.core.errors import DataInputError
@@ -243,26 +245,28 @@ def explain(
     from cxr.core.inference import Predictor
     from cxr.core.model_store import load_any
     from cxr.core.ood import OUT_OF_DISTRIBUTION, as_answer, verdicts
-    from cxr.core.preprocessing import ImageDecodeError, decode_grayscale, to_model_input
+    from cxr.core.preprocessing import ImageDecodeError, decode_image, to_model_input
 
     out = out or Path(f"{image.stem}_explanation.png")
     try:
         if not image.is_file():
             raise DataInputError(f"image not found: {image}")
         try:
-            gray, _ = decode_grayscale(image.read_bytes())
+            decoded = decode_image(image.read_bytes())
         except ImageDecodeError as error:
             raise DataInputError(f"{image}: {error}; give a PNG, JPEG or DICOM file") from error
         packaged = load_any(model or load_settings().serve.model_tag)
     except PipelineError as error:
         _fail(error)
-    x = to_model_input(gray, packaged.image_size)
+    x = to_model_input(decoded.gray, packaged.image_size)
     detector = packaged.detector
     predict = Predictor(packaged.model, 32, detector.layers if detector else ())
     probabilities, features = predict.outputs(occluded_inputs(x))
     calibrated = calibrate(probabilities, packaged.temperature)  # as /predict answers
     explanation = heat_from_probabilities(calibrated, x.shape[0], packaged.cutoff)
-    scores, flags = verdicts(detector, None if features is None else features[:1], 1)
+    scores, flags = verdicts(
+        detector, None if features is None else features[:1], 1, np.array([decoded.colour])
+    )
     in_distribution = None if as_answer(flags[0]) is None else bool(flags[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(overlay_png(x, explanation))

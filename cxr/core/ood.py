@@ -8,7 +8,9 @@ training mean; one per class: Lee et al. 2018) under a shrunk (Ledoit-Wolf) cova
 or the distance to the k-th nearest L2-normalised training feature (Sun et al. 2022).
 Each score is divided by its own validation threshold; the detector's score is the
 largest of them, and an image is in distribution when that is at most the detector's
-threshold, chosen on the validation split (``cxr.train.ood`` fits it). The detector ships
+threshold, chosen on the validation split (``cxr.train.ood`` fits it). An image in colour
+(:data:`COLOUR_TOLERANCE`) is out of distribution whatever its score: radiographs are
+grey, and the training films all are. The detector ships
 beside the model in the BentoML store as ``ood.npz``; a file of the first version (one
 Mahalanobis distance, unnormalised) still loads and scores as it did.
 
@@ -37,6 +39,10 @@ OUT_OF_DISTRIBUTION = "out_of_distribution"  # the label of an image the detecto
 HEAD_LAYER = "covid_probability"  # the final Dense: its input is the penultimate feature
 BACKBONE_LAYER = "resnet50"
 BACKBONE_TAP = "conv2_block3_out"  # the output of the ResNet50's second stage
+# mean spread between an image's colour channels (0-255, cxr.core.preprocessing's
+# colourfulness) above which it is not a radiograph; grey films saved as RGB or as colour
+# JPEG measure 0, the colour photographs of benchmarks/ood_detection.py 8-114
+COLOUR_TOLERANCE = 4.0
 
 Kind = Literal["mahalanobis", "knn"]
 
@@ -196,15 +202,27 @@ def default_layers(model: keras.Model) -> list[str]:
     return [first, INPUT_STATISTICS]
 
 
+def in_colour(colour: np.ndarray | float) -> np.ndarray:
+    """True where an image's colourfulness says it is not a grey radiograph."""
+    return np.asarray(colour, np.float64) > COLOUR_TOLERANCE
+
+
 def verdicts(
-    detector: OODDetector | None, features: np.ndarray | None, n: int
+    detector: OODDetector | None,
+    features: np.ndarray | None,
+    n: int,
+    colour: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, in-distribution flags as 1.0/0.0) of ``n`` images; NaN for both without a
-    detector."""
+    detector. ``colour`` (each image's colourfulness, where known) flags colour images out
+    of distribution whatever their score."""
     if detector is None or features is None:
         return np.full(n, np.nan), np.full(n, np.nan)
     scores = detector.score(features)
-    return scores, detector.in_distribution(scores).astype(np.float64)
+    flags = detector.in_distribution(scores)
+    if colour is not None:
+        flags &= ~in_colour(colour)
+    return scores, flags.astype(np.float64)
 
 
 def as_answer(score: float) -> float | None:

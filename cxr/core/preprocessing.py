@@ -51,6 +51,16 @@ def _to_gray_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def colourfulness(image: Image.Image) -> float:
+    """How far an image is from grey: the mean over pixels of the spread between its
+    red, green and blue values (0-255). 0 for grayscale modes and for colour files whose
+    channels are equal (a radiograph saved as RGB or as a colour JPEG)."""
+    if image.mode in ("1", "L", "LA", "I", "F") or image.mode in _SIXTEEN_BIT_MODES:
+        return 0.0
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """An upload or data file as 8-bit grayscale, with what its format says of it."""
@@ -59,6 +69,7 @@ class DecodedImage:
     mode: str  # PIL mode, or the DICOM photometric interpretation
     format: str  # "PNG", "JPEG", ... (Pillow's name) or "DICOM"
     dicom: DicomHeader | None = None
+    colour: float = 0.0  # :func:`colourfulness` of the file before it became grayscale
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedImage:
@@ -91,7 +102,10 @@ def _decode_pillow(data: bytes, max_pixels: int) -> DecodedImage:
                         f"image of {width}x{height} pixels exceeds {max_pixels} pixels"
                     )
                 image.load()
-                return DecodedImage(_to_gray_array(image), image.mode, str(image.format))
+                return DecodedImage(
+                    _to_gray_array(image), image.mode, str(image.format),
+                    colour=colourfulness(image),
+                )  # fmt: skip
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as error:

@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from cxr.core.config import PreprocessConfig
 from cxr.data.near_duplicates import near_duplicate_groups
-from cxr.core.preprocessing import preprocess_image
+from cxr.core.preprocessing import decode_image, to_model_input
 
 SPLITS = ("train", "val", "test")
 
@@ -23,6 +23,7 @@ class Arrays:
     x: np.ndarray
     y: np.ndarray
     paths: list[str]
+    colour: np.ndarray | None = None  # each file's colourfulness (cxr.core.preprocessing)
 
 
 def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> pd.DataFrame:
@@ -56,9 +57,11 @@ def split_dataset(images: pd.DataFrame, config: PreprocessConfig, seed: int) -> 
 def load_arrays(paths: list[str], labels: list[int], image_size: int) -> Arrays:
     """Read and preprocess every image once into a float32 array (N, S, S, 3)."""
     x = np.empty((len(paths), image_size, image_size, 3), dtype=np.float32)
+    colour = np.zeros(len(paths), dtype=np.float64)
     for i, path in enumerate(paths):
-        x[i] = preprocess_image(Path(path).read_bytes(), image_size)
-    return Arrays(x=x, y=np.asarray(labels, dtype=np.float32), paths=list(paths))
+        decoded = decode_image(Path(path).read_bytes())
+        x[i], colour[i] = to_model_input(decoded.gray, image_size), decoded.colour
+    return Arrays(x=x, y=np.asarray(labels, dtype=np.float32), paths=list(paths), colour=colour)
 
 
 def split_arrays(split: pd.DataFrame, config: PreprocessConfig) -> dict[str, Arrays]:

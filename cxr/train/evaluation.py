@@ -168,9 +168,11 @@ def evaluate_packaged(
     predictor = Predictor(packaged.model, PREDICT_BATCH, detector.layers if detector else ())
     found = []  # (probabilities, scores, flags) of each chunk, as the service computes them
     for i in range(0, len(paths), CHUNK):
-        x = load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size).x
-        chunk_probabilities, features = predictor.outputs(x)
-        found.append((chunk_probabilities, *verdicts(detector, features, len(x))))
+        chunk = load_arrays(paths[i : i + CHUNK], labels[i : i + CHUNK], packaged.image_size)
+        chunk_probabilities, features = predictor.outputs(chunk.x)
+        found.append(
+            (chunk_probabilities, *verdicts(detector, features, len(chunk.x), chunk.colour))
+        )
     raw, scores, flags = (np.concatenate(column) for column in zip(*found, strict=True))
     probabilities = calibrate(raw, packaged.temperature)  # as the service answers
     if predictions_csv is not None:

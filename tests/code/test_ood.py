@@ -11,7 +11,13 @@ from sklearn.covariance import LedoitWolf
 from cxr.core.config import load_settings
 from cxr.core.errors import DataInputError
 from cxr.core.inference import Predictor
-from cxr.core.ood import OUT_OF_DISTRIBUTION, default_layers, load_detector, verdicts
+from cxr.core.ood import (
+    COLOUR_TOLERANCE,
+    OUT_OF_DISTRIBUTION,
+    default_layers,
+    load_detector,
+    verdicts,
+)
 from cxr.monitor.reference import build_reference, monitored
 from cxr.train.models import build_network
 from cxr.train.ood import choose_threshold, fit_detector, refusal_summary
@@ -69,6 +75,17 @@ def test_score_is_the_largest_normalised_mahalanobis_distance(lstm_model, tmp_pa
     np.testing.assert_allclose(loaded.score(probe), detector.score(probe), rtol=1e-5)
     assert loaded.summary() == detector.summary()
     assert load_detector(tmp_path / "missing.npz") is None
+    # verdicts: a colour image is out of distribution whatever its score
+    scores, flags = verdicts(detector, probe, 5)
+    kept = int(np.argmax(flags))  # an image the score alone keeps
+    assert flags[kept] == 1.0
+    coloured = np.zeros(5)
+    coloured[kept] = COLOUR_TOLERANCE + 1
+    again, colour_flags = verdicts(detector, probe, 5, coloured)
+    np.testing.assert_array_equal(again, scores)
+    assert colour_flags[kept] == 0.0
+    others = np.arange(5) != kept
+    np.testing.assert_array_equal(colour_flags[others], flags[others])
 
 
 def test_a_first_version_detector_file_loads_and_a_newer_one_is_refused(tmp_path) -> None:

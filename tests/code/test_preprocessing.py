@@ -12,7 +12,9 @@ from PIL import Image
 from cxr.core.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
+    colourfulness,
     decode_grayscale,
+    decode_image,
     preprocess_image,
 )
 
@@ -73,3 +75,16 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 def test_decompression_bomb_is_refused() -> None:
     with pytest.raises(ImageTooLargeError, match="exceeds"):
         decode_grayscale(bomb_png())
+
+
+def test_colourfulness_is_zero_for_grey_in_any_mode_and_high_for_colour(gray: np.ndarray) -> None:
+    from cxr.core.ood import COLOUR_TOLERANCE, in_colour
+
+    grey_rgb = Image.fromarray(gray).convert("RGB")
+    for data in (_png(Image.fromarray(gray)), _png(grey_rgb), _png(grey_rgb, "JPEG")):
+        assert decode_image(data).colour == 0.0
+    tinted = np.stack([gray, gray // 2, gray // 4], axis=2)
+    decoded = decode_image(_png(Image.fromarray(tinted)))
+    assert decoded.colour == pytest.approx(np.mean(gray - gray // 4))
+    assert decoded.colour > COLOUR_TOLERANCE and in_colour(decoded.colour)
+    assert not in_colour(0.0) and colourfulness(Image.fromarray(gray)) == 0.0

@@ -43,6 +43,20 @@ def non_radiographs() -> dict[str, bytes]:
     return {"noise.png": _png(noise), "text.png": _png(np.asarray(page))}
 
 
+def colour_copies(path: Path) -> dict[str, bytes]:
+    """A real radiograph tinted sepia (a colour image), and the same film as RGB with
+    equal channels and as a colour JPEG (both still grey)."""
+    gray = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    tinted = np.stack([gray, gray * 0.8, gray * 0.55], axis=2).astype(np.uint8)
+    jpeg = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint8)).convert("RGB").save(jpeg, format="JPEG", quality=95)
+    return {
+        "tinted.png": _png(tinted),
+        "grey-rgb.png": _png(np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)),
+        "grey-rgb.jpg": jpeg.getvalue(),
+    }
+
+
 @pytest.fixture(scope="module")
 def ood_model(packaged_hybrid: str, packaging_dataset: Path, tmp_path_factory) -> str:
     """The packaged ResNet50-LSTM test model (the gated architecture), packaged again
@@ -104,10 +118,12 @@ def test_non_radiographs_are_answered_out_of_distribution_and_logged(
     assert info["ood_check"]["keep_share"] == 0.975 and info["ood_check"]["feature_dim"] == 276
     real = real_images("COVID", 3, offset=100) + real_images("Normal", 3, offset=100)
     uploads = {path.name: path.read_bytes() for path in real} | non_radiographs()
+    uploads |= colour_copies(real[0])
     served = {name: _predict(client, data, name) for name, data in uploads.items()}
     for name, body in served.items():
         assert {"in_distribution", "ood_score", "covid_probability", "label"} <= set(body)
-        assert body["in_distribution"] == (body["ood_score"] <= threshold), name
+        within = body["ood_score"] <= threshold
+        assert body["in_distribution"] == (within and name != "tinted.png"), name
         verdict = "COVID" if body["covid_probability"] >= 0.5 else "Normal"
         expected = verdict if body["in_distribution"] else OUT_OF_DISTRIBUTION
         assert body["label"] == expected, name
@@ -116,6 +132,12 @@ def test_non_radiographs_are_answered_out_of_distribution_and_logged(
         assert body["in_distribution"] is False and body["label"] == OUT_OF_DISTRIBUTION
         assert 0.0 <= body["covid_probability"] <= 1.0
     assert sum(served[path.name]["in_distribution"] for path in real) >= 4  # the population
+    # colour makes an image out of distribution whatever its score; grey saved as colour does not
+    original = served[real[0].name]
+    assert served["tinted.png"]["label"] == OUT_OF_DISTRIBUTION
+    for name in ("grey-rgb.png", "grey-rgb.jpg"):
+        assert served[name]["in_distribution"] == original["in_distribution"], name
+        assert served[name]["label"] == original["label"], name
 
     logged = read_predictions(log).set_index("request_id")
     for body in served.values():
@@ -126,7 +148,7 @@ def test_non_radiographs_are_answered_out_of_distribution_and_logged(
 
     # served answers equal `cxr evaluate` for the same files, the OOD check included
     dataset = link_dataset(tmp_path / "data", {"COVID": real[:3], "Normal": real[3:]})
-    for name, data in non_radiographs().items():
+    for name, data in (non_radiographs() | colour_copies(real[0])).items():
         (dataset / "Normal" / "images" / name).write_bytes(data)
     csv = tmp_path / "evaluated.csv"
     result = run_cli(
