@@ -39,8 +39,8 @@ from cxr.core.ood import (
     DETECTOR_FILE,
     OUT_OF_DISTRIBUTION,
     as_answer,
-    in_colour,
     load_detector,
+    refuse_colour,
 )
 from cxr.core.preprocessing import (
     ImageDecodeError,
@@ -143,7 +143,7 @@ class XRayClassifier:
                 "%s was trained on SYNTHETIC demo data: not a clinical model", self.model_tag
             )
 
-    def _prepare(self, image: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    def _prepare(self, image: Path) -> tuple[np.ndarray, float, dict[str, Any]]:
         """Check and decode the upload (PNG, JPEG or a DICOM CR/DX film); return the model
         input and the image's statistics. Of a DICOM header only modality, view position,
         manufacturer and bits stored are kept: never a patient identifier."""
@@ -180,8 +180,8 @@ class XRayClassifier:
                 "modality": header.modality, "view_position": header.view_position,
                 "manufacturer": header.manufacturer, "bits_stored": header.bits_stored,
             }  # fmt: skip
-        stats["colour"] = decoded.colour  # not logged: a colour image is out of distribution
-        return to_model_input(gray, self.image_size), {**stats, **image_statistics(gray)}
+        model_input = to_model_input(gray, self.image_size)
+        return model_input, decoded.colour, {**stats, **image_statistics(gray)}
 
     async def _rows(self, chunk: np.ndarray, attempts: int = 3) -> np.ndarray:
         """The model's rows (P(COVID), OOD score, in distribution) of a batch of at most
@@ -201,10 +201,11 @@ class XRayClassifier:
                 logger.warning("model runner connection lost (%s); retrying", error)
         raise AssertionError("unreachable")
 
-    async def _infer(self, x: np.ndarray) -> tuple[float, float | None, bool | None]:
-        """P(COVID), OOD score and in-distribution flag (None without a detector)."""
+    async def _infer(self, x: np.ndarray, colour: float) -> tuple[float, float | None, bool | None]:
+        """P(COVID), OOD score and in-distribution flag (None without a detector; False
+        for a colour image)."""
         row = (await self._rows(x[None]))[0]
-        score, flag = as_answer(row[1]), as_answer(row[2])
+        score, flag = as_answer(row[1]), as_answer(refuse_colour(row[2], colour))
         return float(row[0]), score, None if flag is None else bool(flag)
 
     @bentoml.api
@@ -217,7 +218,7 @@ class XRayClassifier:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         try:
-            x, stats = await anyio.to_thread.run_sync(self._prepare, Path(image))
+            x, colour, stats = await anyio.to_thread.run_sync(self._prepare, Path(image))
         except Rejected as rejected:
             size = Path(image).stat().st_size if Path(image).exists() else 0
             await anyio.to_thread.run_sync(
@@ -225,9 +226,7 @@ class XRayClassifier:
             )
             ctx.response.status_code = rejected.status
             return JSONResponse({"error": rejected.message, "request_id": request_id})
-        probability, ood_score, in_distribution = await self._infer(x)
-        if in_colour(stats.pop("colour")) and in_distribution:
-            in_distribution = False  # a colour image is no radiograph, whatever its score
+        probability, ood_score, in_distribution = await self._infer(x, colour)
         probability = float(calibrate(probability, self.temperature))  # the cut-off's scale
         verdict = self.classes[int(probability >= self.threshold)]
         answer = {
@@ -261,7 +260,7 @@ class XRayClassifier:
         upload and same 4xx answers as /predict; not written to the prediction log."""
         request_id = uuid.uuid4().hex
         try:
-            x, stats = await anyio.to_thread.run_sync(self._prepare, Path(image))
+            x, colour, _ = await anyio.to_thread.run_sync(self._prepare, Path(image))
         except Rejected as rejected:
             ctx.response.status_code = rejected.status
             return JSONResponse({"error": rejected.message, "request_id": request_id})
@@ -270,9 +269,7 @@ class XRayClassifier:
         explanation = heat_from_probabilities(calibrated, x.shape[0], self.threshold)
         png = await anyio.to_thread.run_sync(overlay_png, x, explanation)
         share = explanation.border_share
-        flag = as_answer(rows[0, 2]) if rows.shape[1] > 2 else None  # the image's OOD check
-        if flag and in_colour(stats["colour"]):
-            flag = 0.0  # as /predict: a colour image is no radiograph
+        flag = as_answer(refuse_colour(rows[0, 2], colour)) if rows.shape[1] > 2 else None
         verdict = self.classes[int(explanation.predicted_covid)]
         headers = {
             "X-Covid-Probability": f"{explanation.covid_probability:.6f}",

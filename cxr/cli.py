@@ -236,8 +236,6 @@ def explain(
 ) -> None:
     """Write an occlusion heat map of what drove the model's score, over the model input
     (65 forward passes); print the answer it explains, as the service's /predict."""
-    import numpy as np
-
     from cxr.core.calibration import calibrate
     from cxr.core.config import load_settings
     from cxr.core.errors import DataInputError
@@ -265,7 +263,7 @@ def explain(
     calibrated = calibrate(probabilities, packaged.temperature)  # as /predict answers
     explanation = heat_from_probabilities(calibrated, x.shape[0], packaged.cutoff)
     scores, flags = verdicts(
-        detector, None if features is None else features[:1], 1, np.array([decoded.colour])
+        detector, None if features is None else features[:1], 1, decoded.colour
     )
     in_distribution = None if as_answer(flags[0]) is None else bool(flags[0])
     out.parent.mkdir(parents=True, exist_ok=True)

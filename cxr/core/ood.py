@@ -207,22 +207,28 @@ def in_colour(colour: np.ndarray | float) -> np.ndarray:
     return np.asarray(colour, np.float64) > COLOUR_TOLERANCE
 
 
+def refuse_colour(flags: np.ndarray | float, colour: np.ndarray | float) -> np.ndarray:
+    """In-distribution flags (1.0/0.0; NaN without a detector) with every colour image's
+    set to 0.0: a colour image is out of distribution whatever its score."""
+    flags = np.array(flags, np.float64)
+    flags[(flags == 1.0) & in_colour(colour)] = 0.0
+    return flags
+
+
 def verdicts(
     detector: OODDetector | None,
     features: np.ndarray | None,
     n: int,
-    colour: np.ndarray | None = None,
+    colour: np.ndarray | float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, in-distribution flags as 1.0/0.0) of ``n`` images; NaN for both without a
-    detector. ``colour`` (each image's colourfulness, where known) flags colour images out
-    of distribution whatever their score."""
+    detector. ``colour`` (each image's colourfulness, where known): see
+    :func:`refuse_colour`."""
     if detector is None or features is None:
         return np.full(n, np.nan), np.full(n, np.nan)
     scores = detector.score(features)
-    flags = detector.in_distribution(scores)
-    if colour is not None:
-        flags &= ~in_colour(colour)
-    return scores, flags.astype(np.float64)
+    flags = detector.in_distribution(scores).astype(np.float64)
+    return scores, flags if colour is None else refuse_colour(flags, colour)
 
 
 def as_answer(score: float) -> float | None:
