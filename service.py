@@ -57,7 +57,7 @@ from cxr.serve.http_guards import (
     install_strict_multipart,
 )
 from cxr.serve.prediction_log import PredictionWriter, create_log_engine, log_rejection
-from cxr.serve.scale import model_resources
+from cxr.serve.scale import front_model_threads, model_resources
 
 SERVE = load_settings().serve
 # A built bento serves the model it was built around (unless CXR_SERVE__MODEL_TAG says
@@ -132,10 +132,13 @@ class XRayClassifier:
         self.log = create_log_engine(SERVE.prediction_log_url)
         self.writer = PredictionWriter(self.log)  # group commit; each answer waits for its row
         if MODEL_IN_FRONT:
-            served = ServedModel(self.model_tag, SERVE.max_batch_size, SERVE.model_threads)
+            served = ServedModel(
+                self.model_tag, SERVE.max_batch_size, front_model_threads(SERVE),
+                SERVE.batches_in_flight,
+            )  # fmt: skip
             self.model = LocalModel(
                 served.rows, SERVE.batching, SERVE.max_batch_size, SERVE.max_latency_ms,
-                "cxr-classifier",
+                "cxr-classifier", SERVE.batches_in_flight,
             )  # fmt: skip
         self.synthetic = bool(self.stored.info.metadata.get("synthetic", False))
         if self.synthetic:

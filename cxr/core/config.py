@@ -254,8 +254,14 @@ class ServeConfig(_Section):
     model_threads: int | None = Field(
         default=None,
         ge=1,
-        description="TensorFlow intra-op threads per process holding the model (inter-op: "
-        "1); unset: TensorFlow's default, every core",
+        description="TensorFlow intra-op threads per process holding the model; unset: "
+        "the cores / batches_in_flight in a front process, every core in a model runner",
+    )
+    batches_in_flight: int = Field(
+        default=2,
+        ge=1,
+        description="batches the model in a front process runs at once (TensorFlow "
+        "inter-op threads): one runs while the next is gathered and starts without waiting",
     )
     model_gpus: int = Field(
         default=0, ge=0, description="GPUs given to the model runner (CUDA_VISIBLE_DEVICES)"

@@ -7,11 +7,15 @@ instead and lets concurrent requests share one forward pass through the dispatch
 BentoML's batchable APIs use (``CorkDispatcher``: same ``max_batch_size``, same
 ``max_latency_ms`` shedding with a 503), and records each batch in BentoML's
 ``bentoml_service_adaptive_batch_size`` histogram at ``/metrics`` as a batchable API
-would (``method_name="infer"``).
+would (``method_name="infer"``). Unlike a batchable API, it dispatches up to
+``batches_in_flight`` batches at once (the dispatcher's ``shared_sema``): with one, the
+cores idle while the front answers a batch and gathers the next; with two, each with
+half the cores, one runs while the next is gathered.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +23,7 @@ import anyio
 import numpy as np
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.context import server_context
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
 from bentoml._internal.utils.metrics import exponential_buckets
 from bentoml.exceptions import ServiceUnavailable
 
@@ -31,14 +35,33 @@ from cxr.serve.scale import limit_threads
 Rows = Callable[[np.ndarray], np.ndarray]
 
 
+@functools.cache  # one per process: Prometheus refuses a second of the same name
+def _batch_histogram(max_batch_size: int) -> Any:
+    """BentoML's ``bentoml_service_adaptive_batch_size`` histogram, as a batchable API
+    registers it."""
+    return BentoMLContainer.metrics_client.get().Histogram(
+        namespace="bentoml_service",
+        name="adaptive_batch_size",
+        documentation="Service adaptive batch size",
+        labelnames=[
+            "runner_name",
+            "worker_index",
+            "method_name",
+            "service_version",
+            "service_name",
+        ],  # fmt: skip
+        buckets=exponential_buckets(1, 2, max_batch_size),
+    )
+
+
 def _overloaded() -> Any:
     raise ServiceUnavailable("the model is overloaded: a request waited past max_latency_ms")
 
 
 class LocalModel:
-    """``rows(batch)`` (one output row per image) run in a worker thread, one batch at a
-    time; with ``batching``, concurrent calls are merged into batches of at most
-    ``max_batch_size`` images."""
+    """``rows(batch)`` (one output row per image) run in a worker thread, at most
+    ``in_flight`` batches at a time; with ``batching``, concurrent calls are merged into
+    batches of at most ``max_batch_size`` images."""
 
     def __init__(
         self,
@@ -47,35 +70,24 @@ class LocalModel:
         max_batch_size: int,
         max_latency_ms: int,
         service_name: str,
+        in_flight: int = 1,
     ) -> None:
         self.rows = rows
         self.batching = batching
         self.service_name = service_name
-        self._one_at_a_time = anyio.CapacityLimiter(1)  # TensorFlow uses every core already
+        self._in_flight = anyio.CapacityLimiter(in_flight)
         self._dispatch = CorkDispatcher(
+            shared_sema=NonBlockSema(in_flight),  # batches dispatched at once
             max_latency_in_ms=max_latency_ms,
             max_batch_size=max_batch_size,
             fallback=_overloaded,
             get_batch_size=len,
             batch_dim=(0, 0),
         )(self._batch)
-        metrics = BentoMLContainer.metrics_client.get()
-        self._histogram = metrics.Histogram(
-            namespace="bentoml_service",
-            name="adaptive_batch_size",
-            documentation="Service adaptive batch size",
-            labelnames=[
-                "runner_name",
-                "worker_index",
-                "method_name",
-                "service_version",
-                "service_name",
-            ],  # fmt: skip
-            buckets=exponential_buckets(1, 2, max_batch_size),
-        )
+        self._histogram = _batch_histogram(max_batch_size)
 
     async def _run(self, batch: np.ndarray) -> np.ndarray:
-        return await anyio.to_thread.run_sync(self.rows, batch, limiter=self._one_at_a_time)
+        return await anyio.to_thread.run_sync(self.rows, batch, limiter=self._in_flight)
 
     async def _batch(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over the dispatcher's queued inputs, split back per input."""
@@ -100,8 +112,10 @@ class ServedModel:
     """The packaged model and its out-of-distribution detector, compiled and warmed up
     for every padded batch size (no request pays for compilation)."""
 
-    def __init__(self, tag: str, max_batch_size: int, threads: int | None) -> None:
-        limit_threads(threads)  # before the model's first operation
+    def __init__(
+        self, tag: str, max_batch_size: int, threads: int | None, in_flight: int = 1
+    ) -> None:
+        limit_threads(threads, in_flight)  # before the model's first operation
         self.packaged = load_model(tag)
         self.detector = self.packaged.detector  # None: packaged before the OOD check
         layers = self.detector.layers if self.detector else ()

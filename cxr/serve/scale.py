@@ -3,6 +3,7 @@ model runner's start take from ``ServeConfig`` (workers, CPU threads, GPUs)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from cxr.core.config import ServeConfig
@@ -20,13 +21,26 @@ def model_resources(serve: ServeConfig) -> dict[str, Any]:
     return resources
 
 
-def limit_threads(threads: int | None) -> None:
+def limit_threads(threads: int | None, inter_op: int = 1) -> None:
     """Size TensorFlow's thread pools of this process: ``threads`` intra-op threads and
-    one inter-op thread (None: TensorFlow's default). Call it before the first
-    TensorFlow operation: the pools are fixed once TensorFlow has started."""
+    ``inter_op`` inter-op threads (threads None: TensorFlow's defaults). Call it before
+    the first TensorFlow operation: the pools are fixed once TensorFlow has started."""
     if threads is None:
         return
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
+def front_model_threads(serve: ServeConfig, cores: int | None = None) -> int | None:
+    """Intra-op threads of the model in a front process: ``model_threads`` when set,
+    else this process's cores shared among ``batches_in_flight`` batches (None, for
+    TensorFlow's default, with one batch in flight). On 2 AVX2 cores, two batches of one
+    thread each served 1.35x the requests of one batch on both cores
+    (docs/BENCHMARKS.md)."""
+    if serve.model_threads is not None or serve.batches_in_flight == 1:
+        return serve.model_threads
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    return max(1, (cores or os.cpu_count() or 1) // serve.batches_in_flight)

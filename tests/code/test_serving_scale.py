@@ -3,15 +3,20 @@ model runner's TensorFlow thread pools."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxr.core.config import load_settings
-from cxr.serve.scale import model_resources
+from cxr.serve.batching import LocalModel
+from cxr.serve.scale import front_model_threads, model_resources
 
 REPO = Path(__file__).resolve().parents[2]
 SHOW_CONFIG = (
@@ -77,3 +82,51 @@ def test_the_model_runner_sizes_tensorflow_thread_pools_before_its_first_operati
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["2", "1"]
+
+
+def test_a_front_shares_its_cores_among_the_batches_in_flight() -> None:
+    serve = load_settings(environ={}).serve
+    assert serve.batches_in_flight == 2
+    assert front_model_threads(serve, cores=2) == 1
+    assert front_model_threads(serve, cores=16) == 8
+    assert front_model_threads(serve, cores=1) == 1
+    one = load_settings(environ={"CXR_SERVE__BATCHES_IN_FLIGHT": "1"}).serve
+    assert front_model_threads(one, cores=16) is None  # TensorFlow's default: every core
+    pinned = load_settings(environ={"CXR_SERVE__MODEL_THREADS": "3"}).serve
+    assert front_model_threads(pinned, cores=16) == 3
+    with pytest.raises(ValueError, match="batches_in_flight"):
+        load_settings(environ={"CXR_SERVE__BATCHES_IN_FLIGHT": "0"})
+
+
+def test_two_batches_in_flight_get_two_inter_op_threads() -> None:
+    code = (
+        "import tensorflow as tf; from cxr.serve.scale import limit_threads; "
+        "limit_threads(1, 2); tf.constant(1.0) + 1; "
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "2"]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_the_front_model_runs_at_most_batches_in_flight_batches_at_once(in_flight: int) -> None:
+    running, most, lock = [0], [0], threading.Lock()
+
+    def rows(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return batch[:, :1] * 2.0
+
+    async def send_all() -> list[np.ndarray]:
+        model = LocalModel(rows, False, 8, 20_000, "test", in_flight)
+        return await asyncio.gather(*(model(np.full((1, 3), float(i))) for i in range(6)))
+
+    answers = asyncio.run(send_all())
+    assert [float(a[0, 0]) for a in answers] == [2.0 * i for i in range(6)]
+    assert most[0] == in_flight
