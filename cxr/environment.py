@@ -4,6 +4,7 @@ set before TensorFlow, Prefect, BentoML or Great Expectations is imported."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 DEFAULTS = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -16,7 +17,19 @@ DEFAULTS = {
 }
 
 
+# folders a user may point at a new place; Prefect creates its home without parents and,
+# failing, starts a temporary server that cannot open its database until the timeout
+HOMES = ("PREFECT_HOME", "BENTOML_HOME")
+
+
 def apply_defaults() -> None:
-    """Set each default the environment does not already set."""
+    """Set each default the environment does not already set, and create the Prefect and
+    BentoML homes it names (with their parents) where they do not exist yet."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    for key in HOMES:
+        if folder := os.environ.get(key):
+            try:
+                Path(folder).expanduser().mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise SystemExit(f"{key}={folder}: cannot create that folder ({error})") from error
