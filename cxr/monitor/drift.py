@@ -1,7 +1,9 @@
 """Drift of served predictions and image statistics against the model's reference.
 
 Evidently 0.7 runs one two-sample test per monitored column (Kolmogorov-Smirnov for numeric
-columns; for categorical ones its total-variation permutation test, which stays valid with
+columns, one-sided for the OOD score: only images further from the training population
+than the reference's are drift, and the one-sided test needs about half the evidence;
+for categorical ones its total-variation permutation test, which stays valid with
 few images per label and with a label the reference never had, where chi-square against
 the reference's shares calls drift on a single refused image) and writes the report. The
 decision is Holm's step-down correction over those p-values at a family-wise level
@@ -29,10 +31,45 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 NUMERIC_TEST, CATEGORICAL_TEST = "ks", "TVD"  # Evidently's stattests
+OOD_TEST = "ks_greater"  # registered below with Evidently: one-sided KS for the OOD score
 CORRECTION = "holm"
 PREDICTION_COLUMNS = ("covid_probability", "label")  # what the service answered
 OOD_COLUMN = "ood_score"
 SNAPSHOT_FILE = "drift_snapshot.json"  # the full report, Evidently's own format
+
+
+def _ks_greater(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    """One-sided two-sample Kolmogorov-Smirnov test: do the current values tend to be
+    larger than the reference's (the reference's distribution function above the
+    current one somewhere)?"""
+    from scipy.stats import ks_2samp
+
+    p_value = float(ks_2samp(reference, current, alternative="greater").pvalue)
+    return p_value, p_value <= threshold
+
+
+def register_tests() -> None:
+    """Register :data:`OOD_TEST` with Evidently (its documented way to add a stattest);
+    idempotent."""
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTest,
+        register_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    test = StatTest(
+        name=OOD_TEST,
+        display_name="K-S (one-sided, greater) p_value",
+        allowed_feature_types=[ColumnType.Numerical],
+        default_threshold=0.05,
+    )
+    register_stattest(test, _ks_greater)
+
+
+def _method(column: str) -> str:
+    return OOD_TEST if column == OOD_COLUMN else NUMERIC_TEST
 
 
 def reason_of(column: str) -> str:
@@ -137,9 +174,11 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, config: MonitorConfi
         categorical_columns=list(config.categorical_columns),
     )
     level = config.family_p_value / max(1, len(columns))  # Bonferroni: the report's marks
+    register_tests()
     preset = DataDriftPreset(
         columns=columns,
         num_method=NUMERIC_TEST,
+        per_column_method={c: _method(c) for c in config.numeric_columns if c == OOD_COLUMN},
         cat_method=CATEGORICAL_TEST,
         num_threshold=level,
         cat_threshold=level,
@@ -175,7 +214,8 @@ def column_p_values(
     from evidently.legacy.calculations.stattests import get_stattest
 
     columns = []
-    kinds = [("num", c, NUMERIC_TEST) for c in config.numeric_columns]
+    register_tests()
+    kinds = [("num", c, _method(c)) for c in config.numeric_columns]
     kinds += [("cat", c, CATEGORICAL_TEST) for c in config.categorical_columns]
     for kind, column, method in kinds:
         ref, cur = (frame[column].replace([math.inf, -math.inf], math.nan).dropna()

@@ -79,3 +79,26 @@ def test_the_stattests_alone_give_the_reports_p_values(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [c["p_value"] for c in direct], [c["p_value"] for c in summary.columns], rtol=1e-9
     )
+
+
+def test_only_a_rise_of_the_ood_score_is_drift_and_the_report_agrees(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    reference, same = _frame(150, rng), _frame(60, rng)
+    reference["ood_score"] = rng.gamma(4.0, 0.15, 150)
+    further, closer = same.copy(), same.copy()
+    further["ood_score"] = rng.gamma(4.0, 0.15, 60) + 0.25  # further from training
+    closer["ood_score"] = rng.gamma(4.0, 0.15, 60) - 0.25  # more typical than the reference
+    config = MonitorConfig()
+    up = detect_drift(reference, further, config, WINDOW, tmp_path / "up")
+    down = detect_drift(reference, closer, config, WINDOW, tmp_path / "down")
+    assert up.status == "drift" and "ood_score" in up.drifted_columns
+    assert any(r.startswith("out-of-distribution score") for r in up.reasons)
+    assert "ood_score" not in down.drifted_columns
+    ood_p = {s.status: next(c for c in s.columns if c["column"] == "ood_score") for s in (up, down)}
+    assert ood_p["drift"]["p_value"] < 1e-4 and ood_p[down.status]["p_value"] > 0.5
+    assert ood_p["drift"]["test"] == "ks_greater"  # Evidently's name of the one-sided test
+    for summary, current in ((up, further), (down, closer)):  # the stattests alone agree
+        direct = column_p_values(reference, current, config)
+        np.testing.assert_allclose(
+            [c["p_value"] for c in direct], [c["p_value"] for c in summary.columns], rtol=1e-9
+        )
