@@ -178,7 +178,7 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, config: MonitorConfi
     preset = DataDriftPreset(
         columns=columns,
         num_method=NUMERIC_TEST,
-        per_column_method={c: _method(c) for c in config.numeric_columns if c == OOD_COLUMN},
+        per_column_method={OOD_COLUMN: OOD_TEST} if OOD_COLUMN in config.numeric_columns else None,
         cat_method=CATEGORICAL_TEST,
         num_threshold=level,
         cat_threshold=level,

@@ -41,6 +41,5 @@ def front_model_threads(serve: ServeConfig, cores: int | None = None) -> int | N
     (docs/BENCHMARKS.md)."""
     if serve.model_threads is not None or serve.batches_in_flight == 1:
         return serve.model_threads
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    return max(1, (cores or os.cpu_count() or 1) // serve.batches_in_flight)
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, cores // serve.batches_in_flight)

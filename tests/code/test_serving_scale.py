@@ -72,16 +72,23 @@ def test_without_gpus_or_threads_the_model_runner_asks_for_nothing() -> None:
     assert model_resources(load_settings(environ={}).serve) == {}
 
 
-def test_the_model_runner_sizes_tensorflow_thread_pools_before_its_first_operation() -> None:
+@pytest.mark.parametrize(
+    ("call", "pools"),
+    [("limit_threads(2)", ["2", "1"]),  # a model runner: one batch at a time
+     ("limit_threads(1, 2)", ["1", "2"])],  # a front with two batches in flight
+)  # fmt: skip
+def test_the_model_process_sizes_tensorflow_thread_pools_before_its_first_operation(
+    call: str, pools: list[str]
+) -> None:
     code = (
-        "import tensorflow as tf; from cxr.serve.scale import limit_threads; "
-        "limit_threads(2); tf.constant(1.0) + 1; "
+        f"import tensorflow as tf; from cxr.serve.scale import limit_threads; "
+        f"{call}; tf.constant(1.0) + 1; "
         "print(tf.config.threading.get_intra_op_parallelism_threads(), "
         "tf.config.threading.get_inter_op_parallelism_threads())"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["2", "1"]
+    assert done.stdout.split() == pools
 
 
 def test_a_front_shares_its_cores_among_the_batches_in_flight() -> None:
@@ -96,18 +103,6 @@ def test_a_front_shares_its_cores_among_the_batches_in_flight() -> None:
     assert front_model_threads(pinned, cores=16) == 3
     with pytest.raises(ValueError, match="batches_in_flight"):
         load_settings(environ={"CXR_SERVE__BATCHES_IN_FLIGHT": "0"})
-
-
-def test_two_batches_in_flight_get_two_inter_op_threads() -> None:
-    code = (
-        "import tensorflow as tf; from cxr.serve.scale import limit_threads; "
-        "limit_threads(1, 2); tf.constant(1.0) + 1; "
-        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
-        "tf.config.threading.get_inter_op_parallelism_threads())"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1", "2"]
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])
