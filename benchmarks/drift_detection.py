@@ -22,7 +22,9 @@ it cries wolf on the population it was trained for.
    at 100%, 50% and 25% of the window's traffic (the rest unseen COVID/Normal). Each
    window's per-column p-values come from Evidently's own stattests (KS, chi-square; the
    same functions its Report runs: checked on the first windows against the full
-   Report) and go through the monitor's decision (``cxr.monitor.drift.decide``).
+   Report) and go through the monitor's decision (``cxr.monitor.drift.decide``);
+   ``--compare-share`` decides the same windows again with another
+   ``monitor.ood_level_share``.
 5. Prints the rate of drift verdicts per condition with its 95% Wilson interval, which
    column triggered how often, and writes it all as JSON (``--output``).
 """
@@ -167,9 +169,10 @@ def window(
 def replay(
     reference: pd.DataFrame, pools: dict[str, pd.DataFrame], config: MonitorConfig,
     windows: int, size: int, seed: int,
-) -> list[dict]:  # fmt: skip
-    """Drift verdict rate per condition, with which columns triggered."""
-    from cxr.monitor.drift import column_p_values, decide, detect_drift
+) -> dict[str, tuple[float, list[list[dict]], int]]:  # fmt: skip
+    """Each condition's windows' per-column p-values (condition: (Tuberculosis share,
+    windows, mismatches against Evidently's full Report))."""
+    from cxr.monitor.drift import column_p_values, detect_drift
 
     config = monitored(config, reference, pools["unseen"])
     numeric = config.model_copy(update={"categorical_columns": []})
@@ -187,10 +190,10 @@ def replay(
             cached[key] = column_p_values(reference, current, labels)
         return column_p_values(reference, current, numeric) + cached[key]
 
-    results = []
+    replayed = {}
     for index, (name, share) in enumerate(CONDITIONS.items()):
         rng = np.random.default_rng([seed, index])
-        drifted, triggers, mismatches = 0, {}, 0
+        tested, mismatches = [], 0
         for w in range(windows):
             current = window(pools, share, size, rng)
             order = config.categorical_columns
@@ -203,16 +206,32 @@ def replay(
                 for c in full.columns:
                     if not np.isclose(got[c["column"]], c["p_value"], rtol=1e-9, atol=1e-12):
                         mismatches += 1
+            tested.append(columns)
+        replayed[name] = (share, tested, mismatches)
+    return replayed
+
+
+def verdicts_of(
+    replayed: dict[str, tuple[float, list[list[dict]], int]], config: MonitorConfig
+) -> list[dict]:
+    """Drift verdict rate per condition under ``config``'s decision, with which columns
+    triggered."""
+    from cxr.monitor.drift import decide
+
+    results = []
+    for name, (share, tested, mismatches) in replayed.items():
+        drifted, triggers = 0, {}
+        for columns in tested:
             decision = decide(columns, config)
             if decision.status == "drift":
                 drifted += 1
                 for column in decision.drifted_columns:
                     triggers[column] = triggers.get(column, 0) + 1
-        low, high = wilson_interval(drifted, windows)
+        low, high = wilson_interval(drifted, len(tested))
         results.append(
             {
-                "condition": name, "tb_share": share, "windows": windows,
-                "drift_verdicts": drifted, "rate": drifted / windows,
+                "condition": name, "tb_share": share, "windows": len(tested),
+                "drift_verdicts": drifted, "rate": drifted / len(tested),
                 "rate_ci95": [low, high], "target": TARGETS[share],
                 "columns_drifted": dict(sorted(triggers.items(), key=lambda kv: -kv[1])),
                 "report_mismatches": mismatches,
@@ -240,6 +259,10 @@ def main(
     training_statistics: Annotated[
         bool, typer.Option(help="the reference's image statistics include the training split's")
     ] = False,
+    compare_share: Annotated[
+        list[float] | None,
+        typer.Option(help="also print the rates with this monitor.ood_level_share (repeat)"),
+    ] = None,
 ) -> None:
     """Train (or reuse) a demo model on real images, then replay windows; print a table."""
     started = time.perf_counter()
@@ -270,7 +293,12 @@ def main(
     config = load_settings("demo", environ={}).monitor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = replay(reference, pools, config, windows, window_size, window_seed)
+        replayed = replay(reference, pools, config, windows, window_size, window_seed)
+    rows = verdicts_of(replayed, config)
+    compared = {
+        share: verdicts_of(replayed, config.model_copy(update={"ood_level_share": share}))
+        for share in compare_share or []
+    }
     report = {
         "model_tag": model_tag,
         "run_dir": str(run_dir),
@@ -283,6 +311,7 @@ def main(
         "monitored": [*monitored(config, reference, pools["unseen"]).numeric_columns,
                       *config.categorical_columns],
         "family_p_value": config.family_p_value,
+        "ood_level_share": config.ood_level_share,
         "window_size": window_size,
         "train_minutes": round(train_minutes, 2),
         "score_minutes": round(scored_minutes, 2),
@@ -290,13 +319,14 @@ def main(
             (time.perf_counter() - started) / 60 - train_minutes - scored_minutes, 2
         ),
         "conditions": rows,
+        "compared_ood_level_shares": {str(k): v for k, v in compared.items()},
     }  # fmt: skip
     typer.echo(
         f"\nmodel {model_tag}: reference {report['reference_rows']} rows "
         f"({report['reference_rows_with_predictions']} validation + test), "
         f"{report['unseen_images']} unseen COVID/Normal and {report['tuberculosis_images']} "
-        f"Tuberculosis images; monitored: {', '.join(report['monitored'])}; Holm at "
-        f"{config.family_p_value}\n"
+        f"Tuberculosis images; monitored: {', '.join(report['monitored'])}; weighted Holm at "
+        f"{config.family_p_value}, OOD score's share {config.ood_level_share}\n"
     )
     typer.echo(
         f"| window ({window_size} requests) | windows | drift verdicts | rate (95% CI) | target "
@@ -310,6 +340,11 @@ def main(
             f"| {row['condition']} | {row['windows']} | {row['drift_verdicts']} | "
             f"{row['rate']:.3f} ({low:.3f}-{high:.3f}) | {row['target']} | {top} |"
         )
+    for share, compared_rows in compared.items():
+        rates = " / ".join(
+            f"{r['condition'].split(' (')[0]} {r['rate']:.3f}" for r in compared_rows
+        )
+        typer.echo(f"OOD score's share {share}: {rates}")
     mismatches = sum(row["report_mismatches"] for row in rows)
     typer.echo(f"\np-values vs Evidently's full Report: {mismatches} mismatches on "
                f"{CHECKED_WINDOWS * len(rows)} windows")  # fmt: skip

@@ -305,6 +305,13 @@ class MonitorConfig(_Section):
         description="family-wise level of the per-column tests, Holm-corrected: drift when "
         "any column survives; bounds the false-alarm rate of in-distribution windows",
     )
+    ood_level_share: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="share of family_p_value given to the OOD score's test (weighted Holm); "
+        "the other columns share the rest equally",
+    )
     webhook_url: SecretStr | None = Field(
         default=None, description="one-off alert receiver of a terminal run (else alert_block)"
     )

@@ -6,12 +6,13 @@ than the reference's are drift, and the one-sided test needs about half the evid
 for categorical ones its total-variation permutation test, which stays valid with
 few images per label and with a label the reference never had, where chi-square against
 the reference's shares calls drift on a single refused image) and writes the report. The
-decision is Holm's step-down correction over those p-values at a family-wise level
-(``monitor.family_p_value``): the window drifts when at least one column's adjusted
-p-value is below it, so one strong shift is enough (the served predictions alone, the OOD
-score alone, one image statistic alone), and a window of the reference's own population
-is called drift with a chance of at most that level.
-"""
+decision is Holm's weighted step-down correction over those p-values at a family-wise
+level (``monitor.family_p_value``), of which the OOD score's test has its own share
+(``monitor.ood_level_share``, half by default: the column made to see a new population)
+and the other columns equal parts of the rest. The window drifts when at least one
+column's adjusted p-value is below the level, so one strong shift is enough (the served
+predictions alone, the OOD score alone, one image statistic alone), and a window of the
+reference's own population is called drift with a chance of at most that level."""
 
 from __future__ import annotations
 
@@ -80,16 +81,34 @@ def reason_of(column: str) -> str:
     return "out-of-distribution score" if column == OOD_COLUMN else "image statistics"
 
 
-def holm(p_values: list[float | None], level: float) -> tuple[list[float | None], list[bool]]:
+def holm(
+    p_values: list[float | None], level: float, weights: list[float] | None = None
+) -> tuple[list[float | None], list[bool]]:
     """Holm's step-down adjusted p-values and rejections at family-wise ``level``; a
-    ``None`` p-value (a column that could not be tested) is left out of the family."""
-    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    ``None`` p-value (a column that could not be tested) is left out of the family.
+    ``weights`` (positive; equal by default) make it the weighted Holm procedure (Holm
+    1979): a column of weight ``w`` is first tested at ``w / sum(weights) * level``, and
+    each rejection passes its weight on to the columns left; the family-wise level holds
+    whatever the weights."""
+    weights = [1.0] * len(p_values) if weights is None else list(weights)
+    tested = sorted((p / weights[i], i) for i, p in enumerate(p_values) if p is not None)
+    left = sum(weights[i] for _, i in tested)
     adjusted: list[float | None] = [None] * len(p_values)
     running = 0.0
-    for rank, (p, i) in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - rank) * p))
+    for ratio, i in tested:
+        running = max(running, min(1.0, ratio * left))
         adjusted[i] = running
+        left -= weights[i]
     return adjusted, [a is not None and a < level for a in adjusted]
+
+
+def column_weights(columns: list[str], ood_share: float) -> list[float]:
+    """The weighted Holm weights of ``columns``: the OOD score's test gets ``ood_share`` of
+    the level, the other columns equal parts of the rest (all equal without it)."""
+    if OOD_COLUMN not in columns or len(columns) == 1:
+        return [1.0] * len(columns)
+    rest = (1.0 - ood_share) / (len(columns) - 1)
+    return [ood_share if c == OOD_COLUMN else rest for c in columns]
 
 
 @dataclass
@@ -103,9 +122,13 @@ class Decision:
 
 
 def decide(columns: list[dict[str, Any]], config: MonitorConfig) -> Decision:
-    """Holm over the columns' p-values at ``config.family_p_value``: drift when any
-    column survives the correction; each drifted column is named with its reason."""
-    adjusted, rejected = holm([c["p_value"] for c in columns], config.family_p_value)
+    """Weighted Holm over the columns' p-values at ``config.family_p_value`` (the OOD
+    score's share of it: ``config.ood_level_share``): drift when any column survives the
+    correction; each drifted column is named with its reason."""
+    tested = [c["column"] for c in columns if c["p_value"] is not None]
+    share = dict(zip(tested, column_weights(tested, config.ood_level_share), strict=True))
+    weights = [share.get(c["column"], 1.0) for c in columns]
+    adjusted, rejected = holm([c["p_value"] for c in columns], config.family_p_value, weights)
     annotated = [
         {**c, "adjusted_p_value": a, "drifted": r, "reason": reason_of(c["column"])}
         for c, a, r in zip(columns, adjusted, rejected, strict=True)
@@ -173,15 +196,17 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, config: MonitorConfi
         numerical_columns=list(config.numeric_columns),
         categorical_columns=list(config.categorical_columns),
     )
-    level = config.family_p_value / max(1, len(columns))  # Bonferroni: the report's marks
+    weights = column_weights(columns, config.ood_level_share)
+    levels = {  # weighted Bonferroni: the report's marks (the decision is Holm's, stepwise)
+        c: config.family_p_value * w / sum(weights) for c, w in zip(columns, weights, strict=True)
+    }
     register_tests()
     preset = DataDriftPreset(
         columns=columns,
         num_method=NUMERIC_TEST,
         per_column_method={OOD_COLUMN: OOD_TEST} if OOD_COLUMN in config.numeric_columns else None,
         cat_method=CATEGORICAL_TEST,
-        num_threshold=level,
-        cat_threshold=level,
+        per_column_threshold=levels,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant columns, tiny windows

@@ -1,4 +1,4 @@
-"""The drift decision: Holm's correction over the per-column tests at a family-wise level,
+"""The drift decision: weighted Holm over the per-column tests at a family-wise level,
 so one strong shift is drift on its own and one weak column among many is not."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from cxr.core.config import MonitorConfig, load_settings
 from cxr.core.errors import ConfigError
-from cxr.monitor.drift import column_p_values, decide, detect_drift, holm
+from cxr.monitor.drift import column_p_values, column_weights, decide, detect_drift, holm
 from cxr.monitor.reference import (
     IMAGE_COLUMNS,
     build_reference,
@@ -38,6 +38,34 @@ def test_holm_adjusts_known_p_values() -> None:
     assert holm([0.9, 0.8], 0.05)[0] == pytest.approx([1.0, 1.0])  # capped at 1
 
 
+def test_weighted_holm_tests_each_column_at_its_share_of_the_level() -> None:
+    # weights 3:1 -> first tests at 0.0375 and 0.0125; a rejection passes its weight on
+    adjusted, rejected = holm([0.03, 0.02], 0.05, weights=[3.0, 1.0])
+    assert adjusted == pytest.approx([0.04, 0.04]) and rejected == [True, True]
+    adjusted, rejected = holm([0.03, 0.2], 0.05, weights=[1.0, 3.0])
+    assert adjusted == pytest.approx([0.12, 0.2]) and rejected == [False, False]
+    assert holm([0.01, 0.04, 0.03, 0.005], 0.05, [2.0] * 4) == holm(
+        [0.01, 0.04, 0.03, 0.005], 0.05
+    )  # equal weights: plain Holm
+    assert column_weights(["a", "ood_score", "b"], 0.5) == [0.25, 0.5, 0.25]
+    assert column_weights(["a", "b"], 0.5) == [1.0, 1.0]  # no OOD score: equal
+
+
+def test_the_ood_score_has_its_share_of_the_level() -> None:
+    half = MonitorConfig(ood_level_share=0.5)
+    decision = decide(_columns(ood_score=0.02), half)  # tested at 0.025
+    assert decision.status == "drift" and decision.drifted_columns == ["ood_score"]
+    assert decision.columns[6]["adjusted_p_value"] == pytest.approx(0.04)
+    equal = MonitorConfig(ood_level_share=1 / 8)  # plain Holm over the eight columns
+    assert decide(_columns(ood_score=0.02), equal).status == "no_drift"
+    # the other seven share the other half: 0.02 / (0.5 / 7) = 0.28
+    entropy = decide(_columns(entropy=0.02), half).columns[3]
+    assert entropy["adjusted_p_value"] == pytest.approx(0.28) and not entropy["drifted"]
+    # without an OOD score (a model packaged before the check) the rest share all of it
+    alone = decide(_columns(entropy=0.02, ood_score=None), half).columns[3]
+    assert alone["adjusted_p_value"] == pytest.approx(0.14)
+
+
 def test_prediction_drift_alone_is_drift() -> None:
     decision = decide(_columns(covid_probability=1e-4), MonitorConfig())
     assert decision.status == "drift" and decision.drifted_columns == ["covid_probability"]
@@ -48,7 +76,8 @@ def test_one_weak_column_among_many_is_not_drift() -> None:
     decision = decide(_columns(entropy=0.02), MonitorConfig())  # below 0.05 uncorrected
     assert decision.status == "no_drift" and decision.drifted_columns == []
     entropy = next(c for c in decision.columns if c["column"] == "entropy")
-    assert entropy["adjusted_p_value"] == pytest.approx(0.16) and not entropy["drifted"]
+    # seven columns share the half of the level the OOD score does not have
+    assert entropy["adjusted_p_value"] == pytest.approx(0.28) and not entropy["drifted"]
 
 
 def test_the_issues_tuberculosis_window_is_drift() -> None:
