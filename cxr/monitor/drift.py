@@ -33,7 +33,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 Status = Literal["drift", "no_drift", "not_enough_data"]
 NUMERIC_TEST, CATEGORICAL_TEST = "ks", "TVD"  # Evidently's stattests
 OOD_TEST = "ks_greater"  # registered below with Evidently: one-sided KS for the OOD score
-CORRECTION = "holm"
+CORRECTION = "weighted holm"  # the OOD score has its own share of the level
 PREDICTION_COLUMNS = ("covid_probability", "label")  # what the service answered
 OOD_COLUMN = "ood_score"
 SNAPSHOT_FILE = "drift_snapshot.json"  # the full report, Evidently's own format
