@@ -33,6 +33,8 @@ RELEASE = "COVID-19_Radiography_Dataset"
 STAGES = ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
           "conv5_block3_out"]  # fmt: skip
 CACHE = "ood_variants.npz"
+GRAM_STAGES = ("conv1_relu", "conv2_block3_out")
+GRAM_CHANNELS = 32
 
 
 def _maps_model(model):  # noqa: ANN001, ANN202
@@ -98,6 +100,7 @@ def extract(
     blobs["non"] = list(non.values())
     network, names = _maps_model(packaged.model)
     cache: dict[str, np.ndarray] = {}
+    bases: dict[str, np.ndarray] = {}  # each Gram stage's channel basis, from the training split
     for key, images in blobs.items():
         grays = [decode_image(b).gray for b in images]
         x = np.stack([to_model_input(g, packaged.image_size) for g in grays])
@@ -117,6 +120,8 @@ def extract(
                 cache[f"{key}/{name}/mean"] = maps.mean(axis=(1, 2))
                 cache[f"{key}/{name}/std"] = maps.std(axis=(1, 2))
                 n, h, w, c = maps.shape
+                if name in GRAM_STAGES:  # channel correlations: texture (Sastry & Oore 2020)
+                    cache[f"{key}/{name}/gram"] = _gram(maps, name, bases)
                 if h >= 2:  # a 2x2 grid of region means: the film's layout
                     grid = maps[:, : h // 2 * 2, : w // 2 * 2].reshape(n, 2, h // 2, 2, w // 2, c)
                     cache[f"{key}/{name}/grid"] = grid.mean(axis=(2, 4)).reshape(n, -1)
@@ -127,6 +132,24 @@ def extract(
         typer.echo(f"{key}: {len(x)} images")
     np.savez(run_dir / CACHE, **cache)
     typer.echo(f"wrote {run_dir / CACHE}")
+
+
+def _gram(maps: np.ndarray, name: str, bases: dict[str, np.ndarray]) -> np.ndarray:
+    """Upper triangle of each image's channel Gram matrix (signed square root), over at
+    most GRAM_CHANNELS principal channel directions of the training split's maps (fitted
+    on the first set seen: the training split)."""
+    n, h, w, c = maps.shape
+    flat = maps.reshape(n, h * w, c).astype(np.float64)
+    if name not in bases:
+        pixels = flat.reshape(-1, c)
+        pixels = pixels - pixels.mean(0)
+        _, _, vt = np.linalg.svd(pixels[:: max(1, len(pixels) // 20000)], full_matrices=False)
+        bases[name] = vt[: min(c, GRAM_CHANNELS)].T
+    projected = flat @ bases[name]
+    gram = np.einsum("npc,npd->ncd", projected, projected) / (h * w)
+    upper = np.triu_indices(gram.shape[1])
+    g = gram[:, upper[0], upper[1]]
+    return np.sign(g) * np.sqrt(np.abs(g))
 
 
 # ---- candidate scores -------------------------------------------------------------------
@@ -299,6 +322,10 @@ def compare(
         "maha conv3 grid": ("conv3_block4_out:grid", "maha"),
         "knn5 conv2 grid": ("conv2_block3_out:grid", "knn5"),
         "maha input8": ("input8", "maha"),
+        "maha conv1 gram": ("conv1_relu:gram", "maha"),
+        "maha conv2 gram": ("conv2_block3_out:gram", "maha"),
+        "maha conv1+conv2 gram": ("conv1_relu:gram+conv2_block3_out:gram", "maha-z"),
+        "knn5 conv2 gram": ("conv2_block3_out:gram", "knn5"),
         "maha input8+instats": ("input8+instats", "maha-z"),
         "maha conv2+input8+instats": ("conv2_block3_out+input8+instats", "maha-z"),
     }
@@ -331,6 +358,9 @@ def compare(
             "maha instats",
         ],
         "max(conv2, conv2 grid, instats)": ["maha conv2", "maha conv2 grid", "maha instats"],
+        "max(conv2, conv2 gram, instats)": ["maha conv2", "maha conv2 gram", "maha instats"],
+        "max(conv2, conv1 gram, instats)": ["maha conv2", "maha conv1 gram", "maha instats"],
+        "max(conv2 gram, instats)": ["maha conv2 gram", "maha instats"],
     }
     for name, members in combos.items():
         if all(m in computed for m in members):
