@@ -7,13 +7,17 @@ no Prefect, no gate, no packaging).
 2. ``train`` runs the flow's own steps on the bundle (``ingest``, ``split_dataset``,
    ``split_arrays``, ``train_model`` in ``training_order``, ``evaluate_model`` for the
    cut-off and the test split) and evaluates each model on the unseen images too, into
-   one JSON report with the devices and wall times.
+   one JSON report with the devices and wall times. With Tuberculosis films in the
+   bundle (``bundle --tuberculosis``) it also fits each model's out-of-distribution check
+   as the flow does (``fit_detector``) and reports the share of test, unseen and
+   Tuberculosis images it refuses, with the Tuberculosis AUROC against the unseen ones.
 
 Run from the repository root (it imports ``cxr``, installed or not):
 
     .venv/bin/cxr holdout --data-dir DATA --out runs/holdout --per-class 200
     .venv/bin/python -m research.gpu_run bundle --pool runs/holdout/pool \\
-        --unseen runs/holdout/unseen --out runs/bundle --size 224
+        --unseen runs/holdout/unseen --out runs/bundle --size 224 \\
+        --tuberculosis TB_Chest_Radiography_Database/Tuberculosis
     KERAS_BACKEND=jax python -m research.gpu_run train --bundle runs/bundle \\
         --set preprocess.image_size=224 --out runs/gpu_run.json
 """
@@ -29,6 +33,7 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(add_completion=False)
+TUBERCULOSIS = "tuberculosis"  # the bundle's folder of out-of-distribution films
 
 
 @app.command()
@@ -37,9 +42,12 @@ def bundle(
     unseen: Annotated[Path, typer.Option(help="the unseen/ folder `cxr holdout` wrote")],
     out: Annotated[Path, typer.Option(help="new folder for the re-encoded images")],
     size: Annotated[int, typer.Option(help="side in pixels; train at this size")] = 224,
+    tuberculosis: Annotated[
+        Path | None, typer.Option(help="folder of Tuberculosis films: OOD traffic, never trained")
+    ] = None,
 ) -> None:
-    """Re-encode every pool and unseen image as a size x size grayscale PNG (decoded as
-    training decodes it)."""
+    """Re-encode every pool and unseen image (and the Tuberculosis films) as a size x size
+    grayscale PNG (decoded as training decodes it)."""
     from PIL import Image
 
     from cxr.core.config import load_settings
@@ -61,8 +69,42 @@ def bundle(
                 image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
                 image.save(target / f"{path.stem}.png", optimize=True)
                 written += 1
+    if tuberculosis is not None:
+        target = out / TUBERCULOSIS
+        target.mkdir(parents=True)
+        for path in sorted(tuberculosis.glob("*.png")):
+            gray, _ = decode_grayscale(path.read_bytes())
+            image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+            image.save(target / f"{path.stem}.png", optimize=True)
+            written += 1
     megabytes = sum(p.stat().st_size for p in out.rglob("*.png")) / 2**20
     typer.echo(f"wrote {written} images, {megabytes:.1f} MiB, to {out}")
+
+
+def ood_report(
+    model: object, arrays: dict, unseen_x: object, tb_x: object, keep_share: float
+) -> dict:
+    """The model's OOD check fitted as the flow fits it (training split, threshold on the
+    validation split), and what it refuses of the test, unseen and Tuberculosis images."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from cxr.train.ood import fit_detector, ood_scores, refusal_summary
+
+    detector = fit_detector(model, arrays["train"].x, arrays["val"].x, keep_share)
+    scores = {
+        "test": ood_scores(model, detector, arrays["test"].x),
+        "unseen": ood_scores(model, detector, unseen_x),
+        "tuberculosis": ood_scores(model, detector, tb_x),
+    }
+    labels = np.r_[np.ones(len(scores["tuberculosis"])), np.zeros(len(scores["unseen"]))]
+    auroc = roc_auc_score(labels, np.r_[scores["tuberculosis"], scores["unseen"]])
+    return {
+        "layers": detector.layers,
+        "threshold": detector.threshold,
+        **{key: refusal_summary(detector, value) for key, value in scores.items()},
+        "auroc_tuberculosis_vs_unseen": float(auroc),
+    }
 
 
 @app.command()
@@ -97,10 +139,9 @@ def train(
     everything = settings.data.model_copy(update={"samples_per_class": None})
     unseen_images = ingest(bundle / "unseen", everything, 0)
     unseen_images = unseen_images.loc[unseen_images["readable"]]
+    size = settings.preprocess.image_size
     unseen = load_arrays(
-        unseen_images["path"].tolist(),
-        unseen_images["label_index"].astype(int).tolist(),
-        settings.preprocess.image_size,
+        unseen_images["path"].tolist(), unseen_images["label_index"].astype(int).tolist(), size
     )
     report = {
         "profile": profile,
@@ -110,6 +151,9 @@ def train(
         "unseen_n": len(unseen.y),
         "models": {},
     }
+    tb_files = sorted((bundle / TUBERCULOSIS).glob("*.png"))
+    tb = load_arrays([str(f) for f in tb_files], [0] * len(tb_files), size).x if tb_files else None
+    report["tuberculosis_n"] = len(tb_files)
     workdir = checkpoints or Path(tempfile.mkdtemp(prefix="cxr-gpu-run-"))
     trained = {}
     for name in training_order(settings.train):
@@ -130,6 +174,10 @@ def train(
             "test": evaluated.metrics,
             "unseen": compute_metrics(unseen.y, unseen_probabilities, cutoff),
         }
+        if tb is not None:
+            report["models"][name]["ood"] = ood_report(
+                model.model, arrays, unseen.x, tb, settings.ood.keep_share
+            )
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

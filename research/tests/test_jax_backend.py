@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, link_dataset, real_images
+from tests.conftest import REPO, TUBERCULOSIS, link_dataset, real_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 # the recipe (augmentation, warm-up + cosine, the hybrid from the baseline's backbone, the
@@ -49,12 +49,17 @@ def test_recipe_trains_on_the_jax_backend_through_the_gpu_script(tmp_path: Path)
         },
     )
     bundle = tmp_path / "bundle"
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    for path in sorted(TUBERCULOSIS.glob("*.png"))[:12]:
+        (tb / path.name).symlink_to(path)
     args = ["bundle", "--pool", str(pool), "--unseen", str(unseen), "--out", str(bundle)]
-    made = _script(*args)
+    made = _script(*args, "--tuberculosis", str(tb))
     assert made.returncode == 0, made.stderr[-3000:]
     again = _script(*args)  # never written over
     assert again.returncode != 0 and "exists; choose a new folder" in again.stderr
     assert len(list((bundle / "pool" / "COVID").glob("*.png"))) == 30
+    assert len(list((bundle / "tuberculosis").glob("*.png"))) == 12
 
     settings = [f"--set={key}={value}" for key, value in SETTINGS.items()]
     out = tmp_path / "out" / "gpu_run.json"
@@ -64,7 +69,7 @@ def test_recipe_trains_on_the_jax_backend_through_the_gpu_script(tmp_path: Path)
     report = json.loads(out.read_text())
     assert report["devices"]["backend"] == "jax"
     assert report["split_sizes"] == {"train": 48, "val": 6, "test": 6}
-    assert report["unseen_n"] == 10
+    assert report["unseen_n"] == 10 and report["tuberculosis_n"] == 12
     assert set(report["models"]) == {"resnet50", "resnet50_lstm", "lstm"}
     for name, model in report["models"].items():
         assert model["test"]["n"] == 6 and model["unseen"]["n"] == 10, name
@@ -73,3 +78,6 @@ def test_recipe_trains_on_the_jax_backend_through_the_gpu_script(tmp_path: Path)
             model["unseen"]["threshold"] == model["test"]["threshold"] == model["cutoff"]["value"]
         )
         assert 0.0 <= model["unseen"]["accuracy"] <= 1.0 and model["train_seconds"] > 0
+        ood = model["ood"]  # the check fitted as the flow fits it, on the JAX backend
+        assert [ood[k]["n"] for k in ("test", "unseen", "tuberculosis")] == [6, 10, 12], name
+        assert 0.0 <= ood["auroc_tuberculosis_vs_unseen"] <= 1.0 and ood["threshold"] > 0
