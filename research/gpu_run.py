@@ -36,6 +36,19 @@ app = typer.Typer(add_completion=False)
 TUBERCULOSIS = "tuberculosis"  # the bundle's folder of out-of-distribution films
 
 
+def _reencode(paths: list[Path], target: Path, size: int) -> None:
+    """Each image as a size x size grayscale PNG in the new folder ``target``."""
+    from PIL import Image
+
+    from cxr.core.preprocessing import decode_grayscale
+
+    target.mkdir(parents=True, exist_ok=False)
+    for path in paths:
+        gray, _ = decode_grayscale(path.read_bytes())
+        image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+        image.save(target / f"{path.stem}.png", optimize=True)
+
+
 @app.command()
 def bundle(
     pool: Annotated[Path, typer.Option(help="the pool/ folder `cxr holdout` wrote")],
@@ -48,35 +61,22 @@ def bundle(
 ) -> None:
     """Re-encode every pool and unseen image (and the Tuberculosis films) as a size x size
     grayscale PNG (decoded as training decodes it)."""
-    from PIL import Image
-
     from cxr.core.config import load_settings
-    from cxr.core.preprocessing import decode_grayscale
     from cxr.data.ingestion import list_class_images, resolve_dataset_root
 
     if out.exists():
         typer.echo(f"error: {out} exists; choose a new folder", err=True)
         raise typer.Exit(2)
     classes = load_settings(environ={}).data.classes
-    written = 0
+    folders = {}  # target folder: its source images
     for part, folder in (("pool", pool), ("unseen", unseen)):
         root = resolve_dataset_root(folder)
-        for label in classes:
-            target = out / part / label
-            target.mkdir(parents=True, exist_ok=False)
-            for path in list_class_images(root, label):
-                gray, _ = decode_grayscale(path.read_bytes())
-                image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
-                image.save(target / f"{path.stem}.png", optimize=True)
-                written += 1
+        folders.update({out / part / label: list_class_images(root, label) for label in classes})
     if tuberculosis is not None:
-        target = out / TUBERCULOSIS
-        target.mkdir(parents=True)
-        for path in sorted(tuberculosis.glob("*.png")):
-            gray, _ = decode_grayscale(path.read_bytes())
-            image = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
-            image.save(target / f"{path.stem}.png", optimize=True)
-            written += 1
+        folders[out / TUBERCULOSIS] = sorted(tuberculosis.glob("*.png"))
+    for target, paths in folders.items():
+        _reencode(paths, target, size)
+    written = sum(len(paths) for paths in folders.values())
     megabytes = sum(p.stat().st_size for p in out.rglob("*.png")) / 2**20
     typer.echo(f"wrote {written} images, {megabytes:.1f} MiB, to {out}")
 

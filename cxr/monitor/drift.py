@@ -197,9 +197,8 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, config: MonitorConfi
         categorical_columns=list(config.categorical_columns),
     )
     weights = column_weights(columns, config.ood_level_share)
-    levels = {  # weighted Bonferroni: the report's marks (the decision is Holm's, stepwise)
-        c: config.family_p_value * w / sum(weights) for c, w in zip(columns, weights, strict=True)
-    }
+    unit = config.family_p_value / sum(weights)  # weighted Bonferroni: the report's marks
+    levels = {c: unit * w for c, w in zip(columns, weights, strict=True)}
     register_tests()
     preset = DataDriftPreset(
         columns=columns,
