@@ -301,8 +301,7 @@ def serve(
     batching: Annotated[bool | None, typer.Option(help="adaptive batching")] = None,
     log_url: Annotated[str | None, typer.Option(help="prediction log SQLAlchemy URL")] = None,
 ) -> None:
-    """Serve a packaged model with ``bentoml serve`` (Ctrl-C stops it)."""
-    import subprocess
+    """Serve a packaged model with ``bentoml serve`` (Ctrl-C or a SIGTERM stops it)."""
     import sys
 
     from cxr.core.config import REPO_ROOT, load_settings
@@ -329,7 +328,12 @@ def serve(
     access = "open: no CXR_SERVE__API_TOKEN" if settings.api_token is None else "token required"
     asked = "" if served == settings.model_tag else f" ({settings.model_tag})"
     typer.echo(f"serving {served}{asked} on http://{bound}:{port} ({access}; docs at /docs)")
-    raise typer.Exit(subprocess.call(command, cwd=REPO_ROOT, env=env))
+    sys.stdout.flush()
+    # this process becomes `bentoml serve`: a SIGTERM to it (a supervisor, `kill PID`)
+    # reaches BentoML's own arbiter, which stops its workers; a parent waiting on it would
+    # die alone and leave the service running, holding the port
+    os.chdir(REPO_ROOT)
+    os.execve(sys.executable, command, env)
 
 
 @app.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,11 @@ def _listening(process: subprocess.Popen, port: int) -> set[str]:
             continue
         found |= {c.laddr.ip for c in connections if c.status == "LISTEN" and c.laddr.port == port}
     return found
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _chunked_upload_over_the_limit(url: str, total: int) -> tuple[bytes, int]:
@@ -205,6 +211,13 @@ def test_cxr_serve_without_a_token_listens_on_loopback_and_warns(
         log = log_file.read_text()
         assert f"on http://127.0.0.1:{port} (open: no CXR_SERVE__API_TOKEN" in log
         assert "no API token is set (CXR_SERVE__API_TOKEN)" in log
+        # a SIGTERM to the process `cxr serve` started as (`kill PID`, a supervisor) stops
+        # the whole service: no worker is left holding the port
+        tree = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert alive == [] and _port_is_free(port), log_file.read_text()[-3000:]
     finally:
         running.stop()
 
