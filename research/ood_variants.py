@@ -2,6 +2,7 @@
 
     .venv/bin/python research/ood_variants.py extract --run-dir runs/<id> --model-tag <tag>
     .venv/bin/python research/ood_variants.py compare --run-dir runs/<id>
+    .venv/bin/python research/ood_variants.py probe --run-dir runs/<id>
 
 ``extract`` runs the packaged model once over the run's train/val/test splits, the unseen
 COVID/Normal images (``benchmarks/ood_detection.py``'s holdout, recreated by seed), the
@@ -9,7 +10,9 @@ Tuberculosis films and the non-radiographs, and caches in the run folder: each b
 stage's feature map pooled by mean and by standard deviation, the penultimate feature,
 statistics of the model input and the service's image statistics. ``compare`` fits each
 candidate detector on the training split, thresholds it on validation (``ood.keep_share``)
-and prints the refusal rates and AUROCs: the research behind ``cxr.core.ood``.
+and prints the refusal rates and AUROCs: the research behind ``cxr.core.ood``. ``probe``
+trains a classifier *with* the Tuberculosis labels on the same features: how much any
+detector could find in them.
 """
 
 from __future__ import annotations
