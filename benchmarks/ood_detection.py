@@ -46,6 +46,7 @@ from cxr.core.model_store import PackagedModel, load_any, load_model  # noqa: E4
 from cxr.core.ood import verdicts  # noqa: E402
 from cxr.core.preprocessing import decode_image, to_model_input  # noqa: E402
 from cxr.train.evaluation import wilson_interval  # noqa: E402
+from cxr.train.ood import auroc_interval  # noqa: E402
 
 app = typer.Typer()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,26 +129,6 @@ def score(packaged: PackagedModel, images: list[bytes]) -> tuple[np.ndarray, np.
     colour = np.array([d.colour for d in decoded])
     scores, flags = verdicts(detector, predictor.outputs(x)[1], len(x), colour)
     return scores, flags == 0.0
-
-
-def auroc_interval(
-    positive: np.ndarray, negative: np.ndarray, seed: int, draws: int = 2000
-) -> tuple[float, float, float]:
-    """AUROC of the score separating ``positive`` (OOD) from ``negative`` (unseen
-    in-distribution) images, with a 95% stratified bootstrap interval."""
-    from sklearn.metrics import roc_auc_score
-
-    def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-        return float(roc_auc_score(labels, np.r_[pos, neg]))
-
-    rng = np.random.default_rng(seed)
-    samples = [
-        auc(rng.choice(positive, len(positive)), rng.choice(negative, len(negative)))
-        for _ in range(draws)
-    ]
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return auc(positive, negative), float(low), float(high)
 
 
 def compiled_speed(packaged: PackagedModel, repeats: int = 20) -> dict[str, float]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
 
 from cxr.core.inference import Predictor, feature_model
 from cxr.core.ood import Component, OODDetector, default_layers
@@ -84,6 +85,25 @@ def refusal_summary(detector: OODDetector, scores: np.ndarray) -> dict[str, obje
         "refused_share": refused / len(scores) if len(scores) else None,
         "refused_ci95": list(wilson_interval(refused, len(scores))),
     }
+
+
+def auroc_interval(
+    positive: np.ndarray, negative: np.ndarray, seed: int, draws: int = 2000
+) -> tuple[float, float, float]:
+    """AUROC of the score separating ``positive`` (OOD) from ``negative`` (unseen
+    in-distribution) images, with a 95% stratified bootstrap interval."""
+
+    def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+        return float(roc_auc_score(labels, np.r_[pos, neg]))
+
+    rng = np.random.default_rng(seed)
+    samples = [
+        auc(rng.choice(positive, len(positive)), rng.choice(negative, len(negative)))
+        for _ in range(draws)
+    ]
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return auc(positive, negative), float(low), float(high)
 
 
 def ood_markdown(results: dict[str, dict]) -> str:

@@ -81,3 +81,5 @@ def test_recipe_trains_on_the_jax_backend_through_the_gpu_script(tmp_path: Path)
         ood = model["ood"]  # the check fitted as the flow fits it, on the JAX backend
         assert [ood[k]["n"] for k in ("test", "unseen", "tuberculosis")] == [6, 10, 12], name
         assert 0.0 <= ood["auroc_tuberculosis_vs_unseen"] <= 1.0 and ood["threshold"] > 0
+        low, high = ood["auroc_ci95"]
+        assert low <= ood["auroc_tuberculosis_vs_unseen"] <= high, name

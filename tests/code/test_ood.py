@@ -168,3 +168,12 @@ def test_reference_has_the_ood_column_and_monitoring_skips_it_when_absent() -> N
     current = reference.assign(ood_score=np.nan)
     assert "ood_score" not in monitored(config, old, reference).numeric_columns
     assert "ood_score" not in monitored(config, reference, current).numeric_columns
+
+
+def test_auroc_interval_brackets_the_auroc_and_is_one_where_the_scores_separate() -> None:
+    from cxr.train.ood import auroc_interval
+
+    rng = np.random.default_rng(0)
+    assert auroc_interval(np.arange(10.0) + 20, np.arange(10.0), seed=0) == (1.0, 1.0, 1.0)
+    auc, low, high = auroc_interval(rng.normal(1, 1, 200), rng.normal(0, 1, 200), seed=0)
+    assert 0.6 < auc < 0.9 and low < auc < high
